@@ -1,0 +1,4 @@
+from services.cart.bootstrap import build
+from shared.cli import run
+
+run(build)

@@ -1,0 +1,30 @@
+"""Builds the orders service: the one place its real adapters are made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.orders.handlers import HANDLERS
+from services.orders.models import Base, inbox, outbox
+from services.orders.settings import OrdersSettings
+from shared.bus import Bus
+from shared.messages.contracts import ORDERS
+from shared.runtime import ServiceRuntime, ServiceSpec
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build(
+    settings: OrdersSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
+) -> ServiceRuntime:
+    settings = settings or OrdersSettings()
+    spec = ServiceSpec(
+        name=ORDERS,
+        settings=settings,
+        metadata=Base.metadata,
+        migrations_dir=MIGRATIONS,
+        outbox_table=outbox,
+        inbox_table=inbox,
+        handlers=HANDLERS,
+    )
+    return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

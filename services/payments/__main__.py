@@ -1,0 +1,4 @@
+from services.payments.bootstrap import build
+from shared.cli import run
+
+run(build)

@@ -1,0 +1,4 @@
+from services.provisioning.bootstrap import build
+from shared.cli import run
+
+run(build)

@@ -1,0 +1,235 @@
+"""The message bus: the Bus protocol every service codes against, and its RabbitMQ implementation.
+
+This is the only module that imports aio-pika. Topology per namespace: a topic exchange for events
+(routing key = message type), a direct exchange for commands (routing key = owning service), one
+durable quorum queue per service bound to both, and a dead-letter exchange feeding `<svc>.dlq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+
+from shared.delivery import DeadLetter, MessageCallback, Outcome, deliver
+from shared.logging import log_fields
+from shared.messages import Envelope, MalformedMessage, decode
+from shared.topology import SERVICES, Names, event_types
+
+log = logging.getLogger("shared.bus")
+
+REASON_HEADER = "x-dead-letter-reason"
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def publish(self, envelope: Envelope) -> None: ...
+
+    async def subscribe(self, service: str, callback: MessageCallback) -> None: ...
+
+    async def dead_letters(self, service: str, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def replay_dead_letters(self, service: str) -> int: ...
+
+    async def close(self) -> None: ...
+
+    def is_connected(self) -> bool: ...
+
+
+def _retry_delay(delivery_count: int) -> float:
+    # A short pause before requeue keeps a failing handler from spinning on one message.
+    return min(0.05 * 2**delivery_count, 2.0)
+
+
+class RabbitBus:
+    def __init__(
+        self, url: str, *, namespace: str, prefetch: int = 32, delivery_limit: int = 5
+    ) -> None:
+        self.url = url
+        self.names = Names(namespace)
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self._conn: AbstractRobustConnection | None = None
+        self._pub: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._consume_channels: list[AbstractChannel] = []
+
+    async def start(self) -> None:
+        self._conn = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": self.names.namespace}
+        )
+        self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        await self._declare(self._pub)
+
+    def _queue_arguments(self, service: str) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.names.dead_letters,
+            "x-dead-letter-routing-key": service,
+        }
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        n = self.names
+        events = await channel.declare_exchange(n.events, aio_pika.ExchangeType.TOPIC, durable=True)
+        commands = await channel.declare_exchange(
+            n.commands, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            n.dead_letters, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._exchanges = {"event": events, "command": commands, "dead": dlx}
+        for service in SERVICES:
+            queue = await channel.declare_queue(
+                n.queue(service), durable=True, arguments=self._queue_arguments(service)
+            )
+            await queue.bind(commands, routing_key=service)
+            for message_type in event_types(service):
+                await queue.bind(events, routing_key=message_type)
+            dlq = await channel.declare_queue(
+                n.dlq(service), durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dlq.bind(dlx, routing_key=service)
+
+    async def publish(self, envelope: Envelope) -> None:
+        message = aio_pika.Message(
+            envelope.to_bytes(),
+            message_id=envelope.id,
+            type=envelope.type,
+            correlation_id=envelope.correlation_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        # A command nobody can receive is a bug to surface, not drop; an event may have no
+        # subscriber yet.
+        mandatory = envelope.kind == "command"
+        await self._exchanges[envelope.kind].publish(
+            message, routing_key=envelope.routing_key, mandatory=mandatory
+        )
+
+    async def subscribe(self, service: str, callback: MessageCallback) -> None:
+        assert self._conn is not None, "start() first"
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        self._consume_channels.append(channel)
+        queue = await channel.declare_queue(
+            self.names.queue(service), durable=True, arguments=self._queue_arguments(service)
+        )
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            verdict = await deliver(message.body, callback)
+            if verdict.outcome is Outcome.ACK:
+                await message.ack()
+            elif verdict.outcome is Outcome.DEAD:
+                await self._dead_letter(service, message, verdict.reason)
+                await message.ack()
+            else:
+                count = _as_int((message.headers or {}).get("x-delivery-count"))
+                await asyncio.sleep(_retry_delay(count))
+                # The quorum queue counts deliveries and dead-letters past x-delivery-limit.
+                await message.nack(requeue=True)
+
+        await queue.consume(on_message)
+
+    async def _dead_letter(
+        self, service: str, message: AbstractIncomingMessage, reason: str
+    ) -> None:
+        headers = dict(message.headers or {})
+        headers[REASON_HEADER] = reason[:1000]
+        await self._exchanges["dead"].publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                message_id=message.message_id,
+                type=message.type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=service,
+        )
+
+    async def dead_letters(self, service: str, limit: int = 100) -> list[DeadLetter]:
+        """Peek: take up to `limit` messages and put them all back."""
+        assert self._conn is not None, "start() first"
+        async with self._conn.channel() as channel:
+            queue = await channel.get_queue(self.names.dlq(service), ensure=False)
+            taken: list[AbstractIncomingMessage] = []
+            for _ in range(limit):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                taken.append(message)
+            letters = [_as_dead_letter(m) for m in taken]
+            for message in taken:
+                await message.nack(requeue=True)
+            return letters
+
+    async def replay_dead_letters(self, service: str) -> int:
+        """Republish every decodable DLQ message to its original route; the rest stay."""
+        assert self._conn is not None, "start() first"
+        replayed = 0
+        async with self._conn.channel() as channel:
+            queue = await channel.declare_queue(
+                self.names.dlq(service), durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            pending = queue.declaration_result.message_count or 0
+            keep: list[AbstractIncomingMessage] = []
+            for _ in range(pending):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                try:
+                    envelope = decode(message.body)
+                except MalformedMessage:
+                    keep.append(message)
+                    continue
+                await self.publish(envelope)
+                await message.ack()
+                replayed += 1
+            for message in keep:
+                await message.nack(requeue=True)
+        log.info("replayed dead letters", extra=log_fields(service=service, count=replayed))
+        return replayed
+
+    def is_connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def _as_int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _as_dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers or {}
+    reason = _text(headers.get(REASON_HEADER))
+    if not reason:
+        # Dead-lettered by the broker itself (delivery limit reached): it records why in x-death.
+        deaths = headers.get("x-death") or []
+        first = deaths[0] if isinstance(deaths, list) and deaths else {}
+        why = first.get("reason") if isinstance(first, dict) else None
+        reason = f"broker: {_text(why) or 'unknown'}"
+    return DeadLetter(
+        message_id=message.message_id,
+        message_type=message.type,
+        reason=reason,
+        body=message.body,
+    )

@@ -1,0 +1,71 @@
+"""Errors that reach a client: a status code, a machine-readable `code`, a message, the trace id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logging import trace_id_var
+
+TRACE_HEADER = "X-Trace-Id"
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, code: str, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what}_not_found", f"{what.replace('_', ' ')} not found")
+
+
+def _body(request: Request, code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message, "trace_id": request.state.trace_id}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def install(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def trace(request: Request, call_next: Any) -> Any:
+        # Routes may replace the trace id (checkout uses its checkout id), hence request.state.
+        request.state.trace_id = request.headers.get(TRACE_HEADER) or uuid.uuid4().hex
+        token = trace_id_var.set(request.state.trace_id)
+        try:
+            response = await call_next(request)
+        finally:
+            trace_id_var.reset(token)
+        response.headers[TRACE_HEADER] = request.state.trace_id
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            _body(request, exc.code, exc.message, exc.details), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            _body(request, "validation_error", "the request is not valid", details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_body(request, code, str(exc.detail)), status_code=exc.status_code)

@@ -1,0 +1,54 @@
+"""Inbox: the record that a handler has applied a message, written in the handler's transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import is_postgres
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("message_id", String(36), primary_key=True),
+        Column("handler", String(100), primary_key=True),
+        Column("message_type", String(100), nullable=False),
+        Column("correlation_id", String(64), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+async def claim(
+    session: AsyncSession,
+    table: Table,
+    *,
+    message_id: str,
+    handler: str,
+    message_type: str,
+    correlation_id: str,
+) -> bool:
+    """True when this handler has not applied the message before.
+
+    ON CONFLICT DO NOTHING rather than read-then-insert: a concurrent duplicate waits on the first
+    one's row lock and then sees the conflict, so two replicas can never both apply it.
+    """
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = (
+        insert(table)
+        .values(
+            message_id=message_id,
+            handler=handler,
+            message_type=message_type,
+            correlation_id=correlation_id,
+            processed_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["message_id", "handler"])
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

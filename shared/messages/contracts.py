@@ -1,0 +1,320 @@
+"""Version 1 of every command, reply and event in the checkout saga.
+
+Commands are imperative and name the one service that handles them (`TARGET`); events are past
+tense and go to whoever subscribes. A breaking change to a payload is a new class with
+`VERSION = 2` beside the old one, never an edit of the old one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.messages.envelope import Command, Event
+
+ItemKind = Literal["credit_pack", "session_package", "server_plan", "service_job"]
+PaidWith = Literal["credits", "money"]
+
+CART = "cart"
+ORDERS = "orders"
+PAYMENTS = "payments"
+PROVISIONING = "provisioning"
+
+
+class CheckoutLine(BaseModel):
+    """A priced cart line frozen at checkout; prices come from the catalogue, never the client."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int = Field(ge=1)
+    item_id: str
+    kind: ItemKind
+    name: str
+    quantity: int = Field(ge=1)
+    unit_price: int = Field(ge=0, description="money, minor units")
+    unit_credits: int | None = Field(default=None, ge=0)
+    units_per_item: int = Field(default=1, ge=0, description="sessions, credits, ... per item")
+    paid_with: PaidWith
+
+    @property
+    def money(self) -> int:
+        return self.unit_price * self.quantity if self.paid_with == "money" else 0
+
+    @property
+    def credits(self) -> int:
+        return (self.unit_credits or 0) * self.quantity if self.paid_with == "credits" else 0
+
+
+class ItemResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int
+    item_id: str
+    status: Literal["delivered", "scheduled", "failed"]
+    detail: str = ""
+
+
+# --- cart -> orders -------------------------------------------------------------------------
+
+
+class CheckoutRequested(Event):
+    TYPE = "cart.checkout_requested"
+
+    checkout_id: str
+    cart_id: str
+    user_id: str
+    currency: str
+    lines: tuple[CheckoutLine, ...] = Field(min_length=1)
+    money_total: int = Field(ge=0)
+    credits_total: int = Field(ge=0)
+
+
+# --- orders -> payments: credits -------------------------------------------------------------
+
+
+class ReserveCredits(Command):
+    TYPE = "payments.reserve_credits"
+    TARGET = PAYMENTS
+
+    order_id: str
+    user_id: str
+    credits: int = Field(gt=0)
+
+
+class CreditsReserved(Event):
+    TYPE = "payments.credits_reserved"
+
+    order_id: str
+    credits: int
+
+
+class CreditsRejected(Event):
+    TYPE = "payments.credits_rejected"
+
+    order_id: str
+    reason: str
+    available: int
+
+
+class CaptureCredits(Command):
+    TYPE = "payments.capture_credits"
+    TARGET = PAYMENTS
+
+    order_id: str
+    user_id: str
+    credits: int = Field(gt=0)
+
+
+class CreditsCaptured(Event):
+    TYPE = "payments.credits_captured"
+
+    order_id: str
+    credits: int
+
+
+class ReleaseCredits(Command):
+    TYPE = "payments.release_credits"
+    TARGET = PAYMENTS
+
+    order_id: str
+    user_id: str
+
+
+class CreditsReleased(Event):
+    TYPE = "payments.credits_released"
+
+    order_id: str
+    credits: int
+
+
+class GrantCredits(Command):
+    """Adds credits to an account; `grant_id` makes a repeated grant a no-op."""
+
+    TYPE = "payments.grant_credits"
+    TARGET = PAYMENTS
+
+    grant_id: str
+    user_id: str
+    credits: int = Field(gt=0)
+    reason: str
+    order_id: str | None = None
+
+
+class CreditsGranted(Event):
+    TYPE = "payments.credits_granted"
+
+    grant_id: str
+    user_id: str
+    credits: int
+
+
+# --- orders -> payments: money ---------------------------------------------------------------
+
+
+class PaymentLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    quantity: int = Field(ge=1)
+    unit_amount: int = Field(ge=0)
+
+
+class CreatePaymentSession(Command):
+    TYPE = "payments.create_payment_session"
+    TARGET = PAYMENTS
+
+    order_id: str
+    user_id: str
+    currency: str
+    amount_total: int = Field(gt=0)
+    lines: tuple[PaymentLine, ...] = Field(min_length=1)
+    expires_at: datetime
+
+
+class PaymentSessionCreated(Event):
+    TYPE = "payments.payment_session_created"
+
+    order_id: str
+    session_id: str
+    url: str
+    expires_at: datetime
+
+
+class PaymentSessionFailed(Event):
+    TYPE = "payments.payment_session_failed"
+
+    order_id: str
+    reason: str
+
+
+class PaymentSucceeded(Event):
+    TYPE = "payments.payment_succeeded"
+
+    order_id: str
+    session_id: str
+    payment_intent_id: str | None
+    amount: int
+    currency: str
+
+
+class PaymentFailed(Event):
+    TYPE = "payments.payment_failed"
+
+    order_id: str
+    session_id: str
+    reason: str
+
+
+class PaymentExpired(Event):
+    TYPE = "payments.payment_expired"
+
+    order_id: str
+    session_id: str
+
+
+class ExpirePaymentSession(Command):
+    TYPE = "payments.expire_payment_session"
+    TARGET = PAYMENTS
+
+    order_id: str
+
+
+class RefundPayment(Command):
+    TYPE = "payments.refund_payment"
+    TARGET = PAYMENTS
+
+    order_id: str
+    refund_key: str
+    amount: int = Field(gt=0)
+    reason: str
+
+
+class PaymentRefunded(Event):
+    TYPE = "payments.payment_refunded"
+
+    order_id: str
+    refund_key: str
+    amount: int
+
+
+# --- orders -> provisioning ------------------------------------------------------------------
+
+
+class CreateJob(Command):
+    TYPE = "provisioning.create_job"
+    TARGET = PROVISIONING
+
+    order_id: str
+    user_id: str
+    lines: tuple[CheckoutLine, ...] = Field(min_length=1)
+
+
+class JobCreated(Event):
+    TYPE = "provisioning.job_created"
+
+    order_id: str
+    job_id: str
+
+
+class JobRejected(Event):
+    TYPE = "provisioning.job_rejected"
+
+    order_id: str
+    reason: str
+
+
+class ProvisionOrder(Command):
+    TYPE = "provisioning.provision_order"
+    TARGET = PROVISIONING
+
+    order_id: str
+
+
+class OrderProvisioned(Event):
+    TYPE = "provisioning.order_provisioned"
+
+    order_id: str
+    job_id: str
+    results: tuple[ItemResult, ...]
+
+
+class ProvisioningFailed(Event):
+    TYPE = "provisioning.provisioning_failed"
+
+    order_id: str
+    reason: str
+
+
+class CancelJob(Command):
+    TYPE = "provisioning.cancel_job"
+    TARGET = PROVISIONING
+
+    order_id: str
+    reason: str
+
+
+class JobCancelled(Event):
+    TYPE = "provisioning.job_cancelled"
+
+    order_id: str
+
+
+# --- orders -> everyone: outcome -------------------------------------------------------------
+
+
+class OrderCompleted(Event):
+    TYPE = "orders.order_completed"
+
+    order_id: str
+    cart_id: str
+    status: Literal["completed", "partially_completed"]
+
+
+class OrderCancelled(Event):
+    TYPE = "orders.order_cancelled"
+
+    order_id: str
+    cart_id: str
+    reason: str

@@ -1,0 +1,80 @@
+"""Alembic per service, driven from code: each service's env.py calls `run_env`, and the service
+upgrades (`migrate` command) or checks it is at head before it serves."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import make_engine
+
+
+class SchemaNotAtHead(RuntimeError):
+    pass
+
+
+def alembic_config(migrations_dir: Path, url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def run_env(target_metadata: MetaData) -> None:
+    """Body of every service's migrations/env.py."""
+    connection: Connection | None = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection, target_metadata)
+        return
+
+    async def _online() -> None:
+        engine = make_engine(context.config.get_main_option("sqlalchemy.url") or "")
+        async with engine.begin() as conn:
+            await conn.run_sync(_run, target_metadata)
+        await engine.dispose()
+
+    asyncio.run(_online())
+
+
+def _run(connection: Connection, target_metadata: MetaData) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def upgrade_to_head(engine: AsyncEngine, migrations_dir: Path) -> None:
+    cfg = alembic_config(migrations_dir)
+
+    def _upgrade(connection: Connection) -> None:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+async def ensure_at_head(engine: AsyncEngine, migrations_dir: Path) -> None:
+    heads = set(ScriptDirectory.from_config(alembic_config(migrations_dir)).get_heads())
+
+    def _current(connection: Connection) -> set[str]:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    if current != heads:
+        raise SchemaNotAtHead(
+            f"database schema is at {sorted(current) or 'nothing'}, code expects {sorted(heads)}; "
+            "run the service's `migrate` command first"
+        )

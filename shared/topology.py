@@ -1,0 +1,53 @@
+"""Who listens to which event. Every process declares the whole topology when it connects, so a
+message published before its consumer ever started waits in the consumer's durable queue."""
+
+from __future__ import annotations
+
+from shared.messages import contracts as c
+from shared.messages.envelope import Event
+
+SERVICES: tuple[str, ...] = (c.CART, c.ORDERS, c.PAYMENTS, c.PROVISIONING)
+
+SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
+    c.CART: (c.OrderCompleted, c.OrderCancelled),
+    c.ORDERS: (
+        c.CheckoutRequested,
+        c.CreditsReserved,
+        c.CreditsRejected,
+        c.CreditsCaptured,
+        c.CreditsReleased,
+        c.JobCreated,
+        c.JobRejected,
+        c.JobCancelled,
+        c.PaymentSessionCreated,
+        c.PaymentSessionFailed,
+        c.PaymentSucceeded,
+        c.PaymentFailed,
+        c.PaymentExpired,
+        c.PaymentRefunded,
+        c.OrderProvisioned,
+        c.ProvisioningFailed,
+    ),
+    c.PAYMENTS: (),
+    c.PROVISIONING: (),
+}
+
+
+class Names:
+    """Broker object names under one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.events = f"{namespace}.events"
+        self.commands = f"{namespace}.commands"
+        self.dead_letters = f"{namespace}.dlx"
+
+    def queue(self, service: str) -> str:
+        return f"{self.namespace}.{service}"
+
+    def dlq(self, service: str) -> str:
+        return f"{self.namespace}.{service}.dlq"
+
+
+def event_types(service: str) -> tuple[str, ...]:
+    return tuple(e.TYPE for e in SUBSCRIPTIONS[service])
