@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from services.orders.handlers import HANDLERS
+from services.orders import api
+from services.orders.handlers import build_handlers
 from services.orders.models import Base, inbox, outbox
+from services.orders.saga import Timing
 from services.orders.settings import OrdersSettings
 from shared.bus import Bus
 from shared.messages.contracts import ORDERS
@@ -18,6 +21,7 @@ def build(
     settings: OrdersSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
 ) -> ServiceRuntime:
     settings = settings or OrdersSettings()
+    timing = Timing(payment_window=timedelta(seconds=settings.payment_window_seconds))
     spec = ServiceSpec(
         name=ORDERS,
         settings=settings,
@@ -25,6 +29,7 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
-        handlers=HANDLERS,
+        handlers=build_handlers(timing),
+        routers=[api.router],
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,3 +13,5 @@ class OrdersSettings(ServiceSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/orders.db"
     http_port: int = 8002
+    # How long a shopper has to pay; becomes the Stripe session's expires_at (30 min .. 24 h).
+    payment_window_seconds: int = Field(default=3600, ge=1800, le=86400)

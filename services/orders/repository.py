@@ -1,0 +1,35 @@
+"""Queries of the orders service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from services.orders.models import Order, SagaInstance
+
+
+async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance | None:
+    return await session.get(SagaInstance, saga_id)
+
+
+async def order_with_details(session: AsyncSession, order_id: str) -> Order | None:
+    query = (
+        select(Order)
+        .where(Order.id == order_id)
+        .options(selectinload(Order.lines), selectinload(Order.history))
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def orders_of(session: AsyncSession, user_id: str, *, limit: int = 50) -> Sequence[Order]:
+    query = (
+        select(Order)
+        .where(Order.user_id == user_id)
+        .order_by(Order.created_at.desc())
+        .limit(limit)
+        .options(selectinload(Order.lines), selectinload(Order.history))
+    )
+    return (await session.execute(query)).scalars().all()
