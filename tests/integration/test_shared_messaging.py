@@ -20,6 +20,7 @@ from shared.messages import Envelope
 from shared.messages import contracts as c
 from shared.outbox import Outbox, outbox_table
 from shared.relay import OutboxRelay
+from shared.testing.waiting import eventually
 from shared.topology import Names
 
 metadata = MetaData()
@@ -50,13 +51,6 @@ class Rig:
                     )
                 ).scalar_one()
             )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -192,7 +186,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_after_the_delivery_l
             for letter in await rig.bus.dead_letters("orders")
         )
 
-    await eventually(dead, timeout=30)
+    await eventually(dead, within=30)
     assert await rig.count_applied("o-poison") == 0
     # Replaying puts it back on the queue; once the fault is gone it is applied exactly once.
     rig.failures_left["o-poison"] = 0
