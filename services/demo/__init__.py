@@ -1,0 +1,1 @@
+"""The one-command demo: every service in one process on embedded defaults."""

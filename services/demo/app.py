@@ -1,0 +1,127 @@
+"""Builds the demo: four services sharing one in-process bus, each with its own SQLite file,
+served under the paths a gateway would use, plus the Stripe and server-panel simulators."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from services.cart.bootstrap import build as build_cart
+from services.cart.settings import CartSettings
+from services.orders.bootstrap import build as build_orders
+from services.orders.settings import OrdersSettings
+from services.payments.bootstrap import build as build_payments
+from services.payments.settings import PaymentsSettings
+from services.payments.stripe_sim.app import create_app as create_stripe_sim
+from services.payments.stripe_sim.config import SimConfig
+from services.provisioning.bootstrap import build as build_provisioning
+from services.provisioning.panel_sim import create_panel_app
+from services.provisioning.settings import ProvisioningSettings
+from shared.auth import issue_token
+from shared.memory_bus import MemoryBus
+from shared.runtime import ServiceRuntime
+
+DEMO_JWT_SECRET = "demo-only-jwt-secret-not-for-production"
+DEMO_WEBHOOK_SECRET = "whsec_demo_secret"
+DEMO_STRIPE_KEY = "sk_test_demo"
+SHOPPER = "demo-shopper"
+OPERATOR = "demo-operator"
+SHOPPER_CREDITS = 500
+
+
+@dataclass
+class Demo:
+    app: FastAPI
+    runtimes: dict[str, ServiceRuntime]
+    base_url: str
+    shopper_token: str
+    operator_token: str
+
+
+def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> Demo:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = f"http://{host}:{port}"
+    secret = SecretStr(DEMO_JWT_SECRET)
+    bus = MemoryBus()
+
+    def db(name: str) -> str:
+        return f"sqlite+aiosqlite:///{data_dir / name}.db"
+
+    common = {"broker_url": "memory://", "jwt_secret": secret, "log_json": False}
+    runtimes = {
+        "cart": build_cart(
+            CartSettings(database_url=db("cart"), **common), bus=bus, auto_migrate=True
+        ),
+        "orders": build_orders(
+            OrdersSettings(database_url=db("orders"), **common), bus=bus, auto_migrate=True
+        ),
+        "payments": build_payments(
+            PaymentsSettings(
+                database_url=db("payments"),
+                stripe_api_key=SecretStr(DEMO_STRIPE_KEY),
+                stripe_webhook_secret=SecretStr(DEMO_WEBHOOK_SECRET),
+                stripe_api_base=f"{base}/stripe",
+                checkout_success_url=f"{base}/done?session={{CHECKOUT_SESSION_ID}}",
+                checkout_cancel_url=f"{base}/cancelled",
+                seed_credits=f"{SHOPPER}={SHOPPER_CREDITS}",
+                **common,
+            ),
+            bus=bus,
+            auto_migrate=True,
+        ),
+        "provisioning": build_provisioning(
+            ProvisioningSettings(
+                database_url=db("provisioning"), panel_url=f"{base}/panel", **common
+            ),
+            bus=bus,
+            auto_migrate=True,
+        ),
+    }
+    stripe_sim = create_stripe_sim(
+        SimConfig(
+            webhook_url=f"{base}/api/payments/webhooks/stripe",
+            webhook_secret=DEMO_WEBHOOK_SECRET,
+            public_url=f"{base}/stripe",
+            api_key=DEMO_STRIPE_KEY,
+        )
+    )
+    panel_sim = create_panel_app()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Mounted apps' own lifespans don't run under Starlette; enter them here.
+        async with contextlib.AsyncExitStack() as stack:
+            for sub in (stripe_sim, panel_sim):
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            for runtime in runtimes.values():
+                await runtime.start()
+                stack.push_async_callback(runtime.stop)
+            yield
+            await bus.close()
+
+    app = FastAPI(title="checkout-saga demo", lifespan=lifespan)
+    for name, runtime in runtimes.items():
+        app.mount(f"/api/{name}", runtime.app(manage_lifecycle=False))
+    app.mount("/stripe", stripe_sim)
+    app.mount("/panel", panel_sim)
+
+    @app.get("/")
+    async def index() -> dict[str, object]:
+        return {
+            "service": "checkout-saga demo",
+            "apis": [f"/api/{name}" for name in runtimes],
+            "docs": [f"/api/{name}/docs" for name in runtimes],
+        }
+
+    return Demo(
+        app=app,
+        runtimes=runtimes,
+        base_url=base,
+        shopper_token=issue_token(DEMO_JWT_SECRET, SHOPPER),
+        operator_token=issue_token(DEMO_JWT_SECRET, OPERATOR, roles=("operator",)),
+    )

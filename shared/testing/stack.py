@@ -1,0 +1,234 @@
+"""Runs the real topology as separate OS processes: the four services (each migrated first), the
+Stripe simulator and the server-panel simulator, against real PostgreSQL and RabbitMQ.
+
+Used by the end-to-end tests; a developer can run it too (`python -m shared.testing.stack`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.testing import infra
+
+SERVICES = ("cart", "orders", "payments", "provisioning")
+JWT_SECRET = "stack-jwt-secret-0123456789abcdef0123"
+WEBHOOK_SECRET = "whsec_stack_secret"
+STRIPE_KEY = "sk_test_stack"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    run_id: str
+    database_urls: dict[str, str]
+    rabbitmq_url: str
+    log_dir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return f"cs-{self.run_id}"
+
+    def url(self, name: str) -> str:
+        return self.procs[name].url
+
+    def service_env(self, service: str, port: int) -> dict[str, str]:
+        p = service.upper() + "_"
+        env = {
+            **os.environ,
+            f"{p}DATABASE_URL": self.database_urls[service],
+            f"{p}BROKER_URL": self.rabbitmq_url,
+            f"{p}BUS_NAMESPACE": self.namespace,
+            f"{p}JWT_SECRET": JWT_SECRET,
+            f"{p}HTTP_PORT": str(port),
+            f"{p}RELAY_IDLE_POLL_SECONDS": "0.5",
+        }
+        if service == "payments":
+            env.update(
+                PAYMENTS_STRIPE_API_KEY=STRIPE_KEY,
+                PAYMENTS_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                PAYMENTS_STRIPE_API_BASE=self.url("stripe_sim"),
+            )
+        if service == "provisioning":
+            env["PROVISIONING_PANEL_URL"] = self.url("panel_sim")
+        return env
+
+    def prepare(self) -> None:
+        """Create the processes' descriptions (ports picked now) without starting them."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        py = sys.executable
+        stripe_port, panel_port = free_port(), free_port()
+        self.procs["stripe_sim"] = Proc(
+            "stripe_sim",
+            [
+                py,
+                "-m",
+                "services.payments.stripe_sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(stripe_port),
+            ],
+            {
+                **os.environ,
+                "STRIPE_SIM_API_KEY": STRIPE_KEY,
+                "STRIPE_SIM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "STRIPE_SIM_PUBLIC_URL": f"http://127.0.0.1:{stripe_port}",
+            },
+            self.log_dir / "stripe_sim.log",
+            stripe_port,
+        )
+        self.procs["panel_sim"] = Proc(
+            "panel_sim",
+            [
+                py,
+                "-m",
+                "services.provisioning.panel_sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(panel_port),
+            ],
+            dict(os.environ),
+            self.log_dir / "panel_sim.log",
+            panel_port,
+        )
+        for service in SERVICES:
+            port = free_port()
+            self.procs[service] = Proc(
+                service,
+                [py, "-m", f"services.{service}"],
+                self.service_env(service, port),
+                self.log_dir / f"{service}.log",
+                port,
+            )
+        payments = self.procs["payments"]
+        self.procs["stripe_sim"].env["STRIPE_SIM_WEBHOOK_URL"] = f"{payments.url}/webhooks/stripe"
+
+    def migrate(self) -> None:
+        for service in SERVICES:
+            proc = self.procs[service]
+            subprocess.run(
+                [sys.executable, "-m", f"services.{service}", "migrate"],
+                env=proc.env,
+                check=True,
+                stdout=proc.log_path.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        for proc in self.procs.values():
+            proc.start()
+        self.wait_ready(timeout=timeout)
+
+    def wait_ready(self, *names: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names or tuple(self.procs):
+            proc = self.procs[name]
+            path = "/ready" if name in SERVICES else "/health"
+            if name == "stripe_sim":
+                path = "/_sim/health"
+            while True:
+                if proc.popen is not None and proc.popen.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.popen.returncode}; see {proc.log_path}"
+                    )
+                try:
+                    if httpx.get(proc.url + path, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready after {timeout}s; see {proc.log_path}")
+                time.sleep(0.1)
+
+    def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.stop(sig)
+        proc.start()
+        self.wait_ready(name)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+
+
+async def create_stack(
+    admin_url: str, rabbitmq_url: str, *, run_id: str | None = None, log_dir: Path | None = None
+) -> Stack:
+    run_id = run_id or secrets.token_hex(4)
+    urls = {s: await infra.create_database(admin_url, f"cs_{run_id}_{s}") for s in SERVICES}
+    stack = Stack(run_id, urls, rabbitmq_url, log_dir or Path("var") / "stack" / run_id)
+    stack.prepare()
+    return stack
+
+
+async def drop_stack_databases(admin_url: str, stack: Stack) -> None:
+    for service in SERVICES:
+        await infra.drop_database(admin_url, f"cs_{stack.run_id}_{service}")
+
+
+def main() -> None:
+    """Run the stack in the foreground until Ctrl-C."""
+    stack = asyncio.run(create_stack(infra.postgres_admin_url(), infra.rabbitmq_url()))
+    stack.migrate()
+    stack.start()
+    for name, proc in stack.procs.items():
+        print(f"{name:14s} {proc.url}  log: {proc.log_path}")
+    print(f"jwt secret: {JWT_SECRET}")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
