@@ -66,8 +66,8 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
                 stripe_api_key=SecretStr(DEMO_STRIPE_KEY),
                 stripe_webhook_secret=SecretStr(DEMO_WEBHOOK_SECRET),
                 stripe_api_base=f"{base}/stripe",
-                checkout_success_url=f"{base}/done?session={{CHECKOUT_SESSION_ID}}",
-                checkout_cancel_url=f"{base}/cancelled",
+                checkout_success_url=f"{base}/done?order={{ORDER_ID}}&session={{CHECKOUT_SESSION_ID}}",
+                checkout_cancel_url=f"{base}/cancelled?order={{ORDER_ID}}",
                 seed_credits=f"{SHOPPER}={SHOPPER_CREDITS}",
                 **common,
             ),
@@ -117,6 +117,15 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
             "apis": [f"/api/{name}" for name in runtimes],
             "docs": [f"/api/{name}/docs" for name in runtimes],
         }
+
+    @app.get("/done")
+    async def payment_done(order: str, session: str = "") -> dict[str, str]:
+        # Where Stripe sends the shopper after paying; the order page shows the saga's progress.
+        return {"message": "payment received", "order": f"/api/orders/orders/{order}"}
+
+    @app.get("/cancelled")
+    async def payment_cancelled(order: str) -> dict[str, str]:
+        return {"message": "payment not made; the order is cancelled when the session expires"}
 
     return Demo(
         app=app,

@@ -92,7 +92,9 @@ async def run_script(base_url: str, shopper_token: str, out: Printer = print) ->
         )
         out(f"  shopper pays at {order['payment_url']}")
         async with httpx.AsyncClient(timeout=10) as browser:
-            (await browser.post(order["payment_url"], data={"outcome": "pay"})).raise_for_status()
+            paid = await browser.post(order["payment_url"], data={"outcome": "pay"})
+            if paid.status_code not in (200, 303):  # Stripe's page redirects to success_url
+                raise ScriptFailed(f"payment page answered {paid.status_code}: {paid.text}")
         order, _ = await follow(http, order_id, out, until=TERMINAL, seen=seen, started=started)
         _expect(order, "completed")
 

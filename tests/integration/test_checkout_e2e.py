@@ -229,7 +229,10 @@ async def test_card_checkout_pays_through_stripe_checkout_and_completes(stack: S
     # The shopper presses "pay" on the (simulated) Stripe-hosted page.
     async with httpx.AsyncClient(timeout=10) as browser:
         response = await browser.post(order["payment_url"], data={"outcome": "pay"})
-        assert response.status_code == 200, response.text
+        # Like Stripe's hosted page, the simulator redirects the shopper to success_url.
+        assert response.status_code == 303, response.text
+        session_id = order["payment_url"].rsplit("/", 1)[-1]
+        assert response.headers["location"].endswith(f"order={order_id}&session={session_id}")
     order = await shopper.wait_for(order_id, TERMINAL)
     elapsed = time.monotonic() - started
     print(

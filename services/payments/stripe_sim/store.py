@@ -1,0 +1,503 @@
+"""In-memory state of the simulator: sessions, payment intents, events, idempotency.
+
+No HTTP here. Every public method takes the store's asyncio lock, so one request's
+read-modify-write never interleaves with another's. Objects handed out are deep
+copies: a caller mutating a response must not change the stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import objects
+from .objects import ParamError, StripeApiError, StripeObject
+
+# Real Stripe forgets idempotency keys after 24 hours.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+EventSink = Callable[[StripeObject], None]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The API request behind a state change; copied into the event's ``request`` field."""
+
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
+# State changes made by the buyer on the hosted page or by the expiry clock have no request.
+NO_REQUEST = RequestContext()
+
+
+@dataclass(frozen=True)
+class LineItem:
+    name: str
+    unit_amount: int  # minor units
+    quantity: int
+
+
+@dataclass(frozen=True)
+class NewSession:
+    currency: str
+    line_items: tuple[LineItem, ...]
+    success_url: str
+    cancel_url: str | None
+    client_reference_id: str | None
+    customer_email: str | None
+    metadata: dict[str, str]
+    expires_at: int
+
+
+@dataclass
+class _IdempotencyRecord:
+    method: str
+    path: str
+    fingerprint: str
+    created: float
+    status: int | None = None  # None while the first request is still running
+    body: bytes = b""
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: bytes
+    original_request_id: str | None
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Equality filters on top-level fields (e.g. ``status``, ``payment_intent``, ``type``)."""
+
+    equals: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, obj: StripeObject) -> bool:
+        return all(obj.get(k) == v for k, v in self.equals.items())
+
+
+@dataclass(frozen=True)
+class Page:
+    data: list[StripeObject]
+    has_more: bool
+
+
+# Expandable checkout.session fields. Only payment_intent can be non-null in this
+# simulator; the others are accepted so that clients expanding them do not break.
+_SESSION_NULL_EXPANDABLES = frozenset(
+    {"customer", "invoice", "payment_link", "setup_intent", "subscription"}
+)
+
+
+class SimStore:
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        api_version: str,
+        webhooks_enabled: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lock = asyncio.Lock()
+        self._public_url = public_url.rstrip("/")
+        self._api_version = api_version
+        self._webhooks_enabled = webhooks_enabled
+        self._clock = clock
+        # dicts keep insertion order, which is creation order: lists read them reversed.
+        self._sessions: dict[str, StripeObject] = {}
+        self._line_items: dict[str, tuple[LineItem, ...]] = {}
+        self._payment_intents: dict[str, StripeObject] = {}
+        self._events: dict[str, StripeObject] = {}
+        self._refunds: dict[str, StripeObject] = {}
+        self._refunded: dict[str, int] = {}  # payment intent id -> amount refunded so far
+        self._idempotency: dict[str, _IdempotencyRecord] = {}
+        self._sinks: list[EventSink] = []
+
+    def add_event_sink(self, sink: EventSink) -> None:
+        """Called (under the lock, so it must not block) with a copy of each new event."""
+        self._sinks.append(sink)
+
+    def now(self) -> int:
+        """Current time in whole seconds, from the store's clock (injectable for tests)."""
+        return int(self._clock())
+
+    # --- checkout sessions -------------------------------------------------
+
+    async def create_session(self, spec: NewSession) -> StripeObject:
+        async with self.lock:
+            session_id = objects.new_session_id()
+            subtotal = sum(li.unit_amount * li.quantity for li in spec.line_items)
+            session = objects.checkout_session(
+                session_id=session_id,
+                created=self.now(),
+                expires_at=spec.expires_at,
+                currency=spec.currency,
+                amount_subtotal=subtotal,
+                # No discounts, tax or shipping are simulated, so total == subtotal.
+                amount_total=subtotal,
+                url=f"{self._public_url}/pay/{session_id}",
+                success_url=spec.success_url,
+                cancel_url=spec.cancel_url,
+                client_reference_id=spec.client_reference_id,
+                customer_email=spec.customer_email,
+                metadata=spec.metadata,
+            )
+            self._sessions[session_id] = session
+            self._line_items[session_id] = spec.line_items
+            return copy.deepcopy(session)
+
+    async def get_session(self, session_id: str, expand: Sequence[str] = ()) -> StripeObject:
+        async with self.lock:
+            self._expire_due_locked()
+            return self._render_session(self._session_or_404(session_id), expand)
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int,
+        starting_after: str | None,
+        ending_before: str | None,
+        filters: ListFilter,
+        expand: Sequence[str] = (),
+    ) -> Page:
+        async with self.lock:
+            self._expire_due_locked()
+            page = _paginate(
+                list(self._sessions.values()),
+                "checkout.session",
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+                filters=filters,
+            )
+            return Page([self._render_session(s, expand) for s in page.data], page.has_more)
+
+    async def expire_session(
+        self, session_id: str, ctx: RequestContext, expand: Sequence[str] = ()
+    ) -> StripeObject:
+        check_session_expand(expand)  # before the change: a rejected request must change nothing
+        async with self.lock:
+            self._expire_due_locked()
+            session = self._session_or_404(session_id)
+            _require_open(session, action="expired")
+            self._expire_locked(session, ctx)
+            return self._render_session(session, expand)
+
+    async def complete_session(self, session_id: str, ctx: RequestContext) -> StripeObject:
+        """The buyer paid on the hosted page: returns the checkout.session.completed event."""
+        async with self.lock:
+            self._expire_due_locked()
+            session = self._session_or_404(session_id)
+            _require_open(session, action="paid")
+            now = self.now()
+            pi = objects.succeeded_payment_intent(
+                pi_id=objects.new_id("pi_"),
+                created=now,
+                amount=session["amount_total"],
+                currency=session["currency"],
+                receipt_email=session["customer_email"],
+            )
+            self._payment_intents[pi["id"]] = pi
+            session.update(
+                status="complete",
+                payment_status="paid",
+                payment_intent=pi["id"],
+                url=None,  # Stripe clears the URL once the session can no longer be used
+                customer_details=objects.customer_details(
+                    session["customer_email"] or "customer@example.com"
+                ),
+            )
+            return self._emit_locked("checkout.session.completed", session, ctx)
+
+    async def force_expire(self, session_id: str) -> StripeObject:
+        """Expire now, as the clock would at ``expires_at``: returns the expired event."""
+        async with self.lock:
+            self._expire_due_locked()
+            session = self._session_or_404(session_id)
+            _require_open(session, action="expired")
+            return self._expire_locked(session, NO_REQUEST)
+
+    async def session_for_page(self, session_id: str) -> tuple[StripeObject, tuple[LineItem, ...]]:
+        async with self.lock:
+            self._expire_due_locked()
+            session = self._session_or_404(session_id)
+            return copy.deepcopy(session), self._line_items[session_id]
+
+    async def expire_due(self) -> int:
+        """Expire open sessions whose ``expires_at`` has passed; returns how many."""
+        async with self.lock:
+            return self._expire_due_locked()
+
+    def _expire_due_locked(self) -> int:
+        now = self.now()
+        due = [
+            s for s in self._sessions.values() if s["status"] == "open" and s["expires_at"] <= now
+        ]
+        for session in due:
+            self._expire_locked(session, NO_REQUEST)
+        return len(due)
+
+    def _expire_locked(self, session: StripeObject, ctx: RequestContext) -> StripeObject:
+        session.update(status="expired", url=None)
+        return self._emit_locked("checkout.session.expired", session, ctx)
+
+    def _session_or_404(self, session_id: str) -> StripeObject:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise objects.resource_missing("checkout.session", session_id, "session") from None
+
+    def _render_session(self, session: StripeObject, expand: Sequence[str]) -> StripeObject:
+        check_session_expand(expand)
+        out = copy.deepcopy(session)
+        pi_id = out["payment_intent"]
+        if "payment_intent" in expand and pi_id is not None:
+            out["payment_intent"] = copy.deepcopy(self._payment_intents[pi_id])
+        return out
+
+    # --- payment intents ---------------------------------------------------
+
+    async def get_payment_intent(self, pi_id: str) -> StripeObject:
+        async with self.lock:
+            try:
+                return copy.deepcopy(self._payment_intents[pi_id])
+            except KeyError:
+                raise objects.resource_missing("payment_intent", pi_id, "intent") from None
+
+    # --- refunds -----------------------------------------------------------
+
+    async def create_refund(
+        self,
+        *,
+        pi_id: str,
+        amount: int | None,
+        reason: str | None,
+        metadata: dict[str, str],
+        ctx: RequestContext,
+    ) -> StripeObject:
+        """Refund ``amount`` (default: all that is left) of a succeeded payment intent."""
+        async with self.lock:
+            pi = self._payment_intents.get(pi_id)
+            if pi is None:
+                raise ParamError(
+                    f"No such payment_intent: '{pi_id}'",
+                    param="payment_intent",
+                    code="resource_missing",
+                )
+            refunded = self._refunded.get(pi_id, 0)
+            left = pi["amount_received"] - refunded
+            if left <= 0:
+                raise StripeApiError(
+                    400,
+                    f"Charge {pi['latest_charge']} has already been refunded.",
+                    code="charge_already_refunded",
+                )
+            amount = left if amount is None else amount
+            if amount > left:
+                raise StripeApiError(
+                    400,
+                    f"Refund amount ({amount} {pi['currency']}) is greater than unrefunded "
+                    f"amount on charge ({left} {pi['currency']})",
+                    code="amount_too_large",
+                    param="amount",
+                )
+            refund = objects.succeeded_refund(
+                refund_id=objects.new_id("re_"),
+                created=self.now(),
+                amount=amount,
+                payment_intent=pi,
+                reason=reason,
+                metadata=metadata,
+            )
+            self._refunds[refund["id"]] = refund
+            self._refunded[pi_id] = refunded + amount
+            self._emit_locked("refund.created", refund, ctx)
+            return copy.deepcopy(refund)
+
+    async def get_refund(self, refund_id: str) -> StripeObject:
+        async with self.lock:
+            try:
+                return copy.deepcopy(self._refunds[refund_id])
+            except KeyError:
+                raise objects.resource_missing("refund", refund_id, "refund") from None
+
+    # --- events ------------------------------------------------------------
+
+    def _emit_locked(self, type_: str, obj: StripeObject, ctx: RequestContext) -> StripeObject:
+        event = objects.event(
+            event_id=objects.new_id("evt_"),
+            created=self.now(),
+            type_=type_,
+            data_object=obj,
+            api_version=self._api_version,
+            pending_webhooks=1 if self._webhooks_enabled else 0,
+            request_id=ctx.request_id,
+            idempotency_key=ctx.idempotency_key,
+        )
+        self._events[event["id"]] = event
+        for sink in self._sinks:
+            sink(copy.deepcopy(event))
+        return copy.deepcopy(event)
+
+    async def get_event(self, event_id: str) -> StripeObject:
+        async with self.lock:
+            self._expire_due_locked()
+            try:
+                return copy.deepcopy(self._events[event_id])
+            except KeyError:
+                raise objects.resource_missing("event", event_id) from None
+
+    async def list_events(
+        self,
+        *,
+        limit: int,
+        starting_after: str | None,
+        ending_before: str | None,
+        filters: ListFilter,
+    ) -> Page:
+        async with self.lock:
+            self._expire_due_locked()
+            page = _paginate(
+                list(self._events.values()),
+                "event",
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+                filters=filters,
+            )
+            return Page(copy.deepcopy(page.data), page.has_more)
+
+    async def mark_delivered(self, event_id: str) -> None:
+        async with self.lock:
+            event = self._events.get(event_id)
+            if event is not None and event["pending_webhooks"] > 0:
+                event["pending_webhooks"] -= 1
+
+    # --- idempotency -------------------------------------------------------
+
+    async def idempotency_begin(
+        self, key: str, method: str, path: str, params: dict[str, Any]
+    ) -> Replay | None:
+        """Replay of the first response for ``key``, or None if this request should run.
+
+        Raises Stripe's idempotency errors when the key was used for another request.
+        """
+        fingerprint = json.dumps(params, sort_keys=True, separators=(",", ":"))
+        async with self.lock:
+            now = self._clock()
+            self._prune_idempotency_locked(now)
+            record = self._idempotency.get(key)
+            if record is None:
+                self._idempotency[key] = _IdempotencyRecord(method, path, fingerprint, now)
+                return None
+            if (record.method, record.path) != (method, path):
+                raise StripeApiError(
+                    400,
+                    "Keys for idempotent requests can only be used for the same endpoint they "
+                    f"were first used for ('{record.path}' vs '{path}'). Try using a key other "
+                    f"than '{key}' if you meant to execute a different request.",
+                    type_="idempotency_error",
+                )
+            if record.fingerprint != fingerprint:
+                raise StripeApiError(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    f"they were first used with. Try using a key other than '{key}' if you "
+                    "meant to execute a different request.",
+                    type_="idempotency_error",
+                )
+            if record.status is None:
+                # Stripe answers 409 here; the SDK retries 409s by itself.
+                raise StripeApiError(
+                    409,
+                    "There is currently another in-progress request using this Idempotency "
+                    f"Key ('{key}'); it probably means the request was submitted twice and "
+                    "the other one is still running. Try again later.",
+                    type_="idempotency_error",
+                )
+            return Replay(record.status, record.body, record.request_id)
+
+    async def idempotency_finish(
+        self, key: str, status: int, body: bytes, request_id: str | None
+    ) -> None:
+        async with self.lock:
+            record = self._idempotency.get(key)
+            if record is not None:
+                record.status, record.body, record.request_id = status, body, request_id
+
+    async def idempotency_abort(self, key: str) -> None:
+        """Forget a key whose request failed validation: Stripe saves no result for those."""
+        async with self.lock:
+            record = self._idempotency.get(key)
+            if record is not None and record.status is None:
+                del self._idempotency[key]
+
+    def _prune_idempotency_locked(self, now: float) -> None:
+        stale = [
+            k for k, r in self._idempotency.items() if now - r.created > IDEMPOTENCY_TTL_SECONDS
+        ]
+        for k in stale:
+            del self._idempotency[k]
+
+
+def check_session_expand(expand: Iterable[str]) -> None:
+    for path in expand:
+        if path != "payment_intent" and path not in _SESSION_NULL_EXPANDABLES:
+            raise ParamError(
+                f"This property cannot be expanded ({path}) by the simulator.", param="expand"
+            )
+
+
+def _require_open(session: StripeObject, *, action: str) -> None:
+    if session["status"] != "open":
+        raise StripeApiError(
+            400,
+            f'Only Checkout Sessions with a status in ["open"] can be {action}. '
+            f"This Checkout Session has a status of `{session['status']}`.",
+        )
+
+
+def _paginate(
+    items: list[StripeObject],
+    object_name: str,
+    *,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
+    filters: ListFilter,
+) -> Page:
+    """Stripe's cursor pagination over ``items`` (oldest first); pages are newest first.
+
+    Cursors are positions in the unfiltered order, so a cursor object that a filter
+    excludes still marks a valid place to continue from.
+    """
+    newest_first = items[::-1]
+    ids = [o["id"] for o in newest_first]
+    if starting_after is not None:
+        after = newest_first[
+            _cursor_index(ids, starting_after, object_name, "starting_after") + 1 :
+        ]
+        matching = [o for o in after if filters.matches(o)]
+        return Page(matching[:limit], len(matching) > limit)
+    if ending_before is not None:
+        before = newest_first[: _cursor_index(ids, ending_before, object_name, "ending_before")]
+        matching = [o for o in before if filters.matches(o)]
+        return Page(matching[-limit:], len(matching) > limit)
+    matching = [o for o in newest_first if filters.matches(o)]
+    return Page(matching[:limit], len(matching) > limit)
+
+
+def _cursor_index(ids: list[str], cursor: str, object_name: str, param: str) -> int:
+    try:
+        return ids.index(cursor)
+    except ValueError:
+        raise ParamError(
+            f"No such {object_name}: '{cursor}'", param=param, code="resource_missing"
+        ) from None
