@@ -52,6 +52,8 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     # aiormq logs every reconnect attempt at WARNING with a traceback; the bus logs its own summary.
     logging.getLogger("aiormq").setLevel(logging.ERROR)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    # /ready checks the schema head on every probe; alembic would log two lines each time.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 def log_fields(**fields: object) -> dict[str, object]:

@@ -55,14 +55,14 @@ async def checkout(
     for item_id, quantity in lines.items():
         (
             await http.put(
-                f"/api/cart/carts/{cart['id']}/lines/{item_id}", json={"quantity": quantity}
+                f"/api/cart/carts/{cart['cart_id']}/lines/{item_id}", json={"quantity": quantity}
             )
         ).raise_for_status()
-    totals = (await http.get(f"/api/cart/carts/{cart['id']}")).raise_for_status().json()["totals"]
-    out(f"  cart {cart['id']}: {totals}")
+    totals = (await http.get(f"/api/cart/carts/{cart['cart_id']}")).raise_for_status().json()["totals"]
+    out(f"  cart {cart['cart_id']}: {totals}")
     started = time.monotonic()
     response = await http.post(
-        f"/api/cart/carts/{cart['id']}/checkout",
+        f"/api/cart/carts/{cart['cart_id']}/checkout",
         json={"use_credits": use_credits},
         headers={"Idempotency-Key": str(uuid.uuid4())},
     )

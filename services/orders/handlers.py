@@ -79,17 +79,13 @@ async def _apply(
     assert order is not None
     order.job_id = state.job_id
     order.payment_url = state.payment_url
-    if decision.status_reason is not None:
-        order.status = state.status.value
-        order.status_reason = decision.status_reason
+    for status, reason in decision.changes:
+        order.status = status.value
+        order.status_reason = reason
         order.updated_at = now
         ctx.session.add(
             StatusChange(
-                order_id=order.id,
-                status=state.status.value,
-                reason=decision.status_reason,
-                trace_id=ctx.trace_id,
-                at=now,
+                order_id=order.id, status=status.value, reason=reason, trace_id=ctx.trace_id, at=now
             )
         )
     if state.results:

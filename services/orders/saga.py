@@ -86,13 +86,9 @@ class SagaState(BaseModel):
 class Decision:
     state: SagaState
     send: tuple[Contract, ...] = ()
-    # The order status change this decision makes, with its reason (None: unchanged).
-    status_reason: str | None = None
+    # The order status changes this decision makes, in order, each with its reason.
+    changes: tuple[tuple[OrderStatus, str], ...] = ()
     ignored: bool = False
-
-    @property
-    def status_changed(self) -> bool:
-        return self.status_reason is not None
 
 
 @dataclass(frozen=True)
@@ -120,12 +116,12 @@ def start(checkout: c.CheckoutRequested) -> Decision:
                     order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
                 ),
             ),
-            status_reason="checkout requested",
+            changes=((OrderStatus.PENDING, "checkout requested"),),
         )
     return Decision(
         state.evolve(step=Step.CREATING_JOB),
         (_create_job(state),),
-        status_reason="checkout requested (no credits to reserve)",
+        changes=((OrderStatus.PENDING, "checkout requested (no credits to reserve)"),),
     )
 
 
@@ -203,7 +199,7 @@ def _on_session_created(
             payment_url=r.url,
             payment_deadline=r.expires_at,
         ),
-        status_reason="payment session created",
+        changes=((OrderStatus.AWAITING_PAYMENT, "payment session created"),),
     )
 
 
@@ -247,7 +243,9 @@ def _on_credits_captured(
         step=Step.PROVISIONING, status=OrderStatus.PROVISIONING, credits_captured=True
     )
     return Decision(
-        provisioning, (c.ProvisionOrder(order_id=state.order_id),), status_reason="credits captured"
+        provisioning,
+        (c.ProvisionOrder(order_id=state.order_id),),
+        changes=((OrderStatus.PROVISIONING, "credits captured"),),
     )
 
 
@@ -265,7 +263,7 @@ def _on_order_provisioned(
     )
     done = state.evolve(step=Step.DONE, status=status, results=r.results)
     outcome = c.OrderCompleted(order_id=state.order_id, cart_id=state.cart_id, status=status.value)
-    return Decision(done, (outcome,), status_reason=reason)
+    return Decision(done, (outcome,), changes=((status, reason),))
 
 
 def _on_compensated(
@@ -321,12 +319,12 @@ def _after_payment(state: SagaState, reason: str) -> Decision:
                     order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
                 ),
             ),
-            status_reason=reason,
+            changes=((OrderStatus.PAID, reason),),
         )
     return Decision(
         paid.evolve(step=Step.PROVISIONING, status=OrderStatus.PROVISIONING),
         (c.ProvisionOrder(order_id=state.order_id),),
-        status_reason=reason,
+        changes=((OrderStatus.PAID, reason), (OrderStatus.PROVISIONING, "provisioning started")),
     )
 
 
@@ -350,7 +348,7 @@ def _compensate(state: SagaState, reason: str) -> Decision:
             cancel_reason=reason,
         ),
         tuple(send),
-        status_reason=reason,
+        changes=((OrderStatus.COMPENSATING, reason),),
     )
 
 
@@ -359,5 +357,5 @@ def _cancel(state: SagaState, reason: str) -> Decision:
     return Decision(
         cancelled,
         (c.OrderCancelled(order_id=state.order_id, cart_id=state.cart_id, reason=reason),),
-        status_reason=reason,
+        changes=((OrderStatus.CANCELLED, reason),),
     )

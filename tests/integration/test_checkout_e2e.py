@@ -72,13 +72,13 @@ class Shopper:
             cart = (await http.post(self.url("cart", "/carts"))).raise_for_status().json()
             for item_id, quantity in lines.items():
                 response = await http.put(
-                    self.url("cart", f"/carts/{cart['id']}/lines/{item_id}"),
+                    self.url("cart", f"/carts/{cart['cart_id']}/lines/{item_id}"),
                     json={"quantity": quantity},
                 )
                 response.raise_for_status()
             started = time.monotonic()
             response = await http.post(
-                self.url("cart", f"/carts/{cart['id']}/checkout"),
+                self.url("cart", f"/carts/{cart['cart_id']}/checkout"),
                 json={"use_credits": use_credits},
                 headers={"Idempotency-Key": str(uuid.uuid4())},
             )
@@ -115,7 +115,7 @@ async def grant(stack: Stack, user_id: str, credits: int) -> None:
     token = issue_token(JWT_SECRET, "ops", roles=("operator",))
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.post(
-            stack.url("payments", f"/accounts/{user_id}/grants"),
+            stack.url("payments") + f"/accounts/{user_id}/grants",
             json={"credits": credits, "reason": "test grant"},
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"grant-{user_id}"},
         )
@@ -199,7 +199,7 @@ async def test_credit_only_checkout_completes_and_every_service_agrees(stack: St
         o=order_id,
     )
     assert len(jobs) == 1 and jobs[0]["status"] == "done" and jobs[0]["user_id"] == shopper.user_id
-    assert order["job_id"] == jobs[0]["id"]
+    assert order["job_id"] == str(jobs[0]["id"])
     sessions = await rows(
         stack,
         "provisioning",

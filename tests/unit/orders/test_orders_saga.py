@@ -220,3 +220,30 @@ def test_partial_provisioning_is_reported_as_partially_completed() -> None:
     assert state.status is OrderStatus.PARTIALLY_COMPLETED
     completed = sent[-1]
     assert isinstance(completed, c.OrderCompleted) and completed.status == "partially_completed"
+
+
+def test_every_status_the_order_passes_through_is_recorded_in_order() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)))
+    statuses = [status for status, _ in first.changes]
+    state = first.state
+    for reply in (
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
+        c.PaymentSucceeded(
+            order_id="order-1",
+            session_id="cs_1",
+            payment_intent_id="pi",
+            amount=3000,
+            currency="EUR",
+        ),
+        c.OrderProvisioned(
+            order_id="order-1",
+            job_id="job-1",
+            results=(c.ItemResult(line_no=1, item_id="item-1", status="delivered"),),
+        ),
+    ):
+        decision = react(state, reply, now=NOW, timing=TIMING)
+        statuses.extend(status for status, _ in decision.changes)
+        state = decision.state
+    assert statuses == ["pending", "awaiting_payment", "paid", "provisioning", "completed"]
+    assert state.status == statuses[-1]
