@@ -31,7 +31,7 @@ DEMO_WEBHOOK_SECRET = "whsec_demo_secret"
 DEMO_STRIPE_KEY = "sk_test_demo"
 SHOPPER = "demo-shopper"
 OPERATOR = "demo-operator"
-SHOPPER_CREDITS = 500
+SHOPPER_CREDITS = 1000
 
 
 @dataclass

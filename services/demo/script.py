@@ -58,7 +58,10 @@ async def checkout(
                 f"/api/cart/carts/{cart['cart_id']}/lines/{item_id}", json={"quantity": quantity}
             )
         ).raise_for_status()
-    totals = (await http.get(f"/api/cart/carts/{cart['cart_id']}")).raise_for_status().json()["totals"]
+    preview = await http.get(
+        f"/api/cart/carts/{cart['cart_id']}", params={"use_credits": str(use_credits).lower()}
+    )
+    totals = preview.raise_for_status().json()["totals"]
     out(f"  cart {cart['cart_id']}: {totals}")
     started = time.monotonic()
     response = await http.post(
