@@ -53,8 +53,11 @@ class OutboxRelay:
                 continue
             if sent == self.batch_size:
                 continue  # more waiting; don't sleep
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+            # the event fires, and the service's stop() would then wait forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_seconds)
+                async with asyncio.timeout(self.idle_poll_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

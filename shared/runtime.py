@@ -113,7 +113,12 @@ class ServiceRuntime:
             await upgrade_to_head(self.engine, self.spec.migrations_dir)
         await ensure_at_head(self.engine, self.spec.migrations_dir)
         if self.spec.on_startup is not None:
-            await self.spec.on_startup(self)
+            try:
+                await self.spec.on_startup(self)
+            except Exception as exc:
+                log.error("%s refuses to start: %s", self.name, exc)
+                await self.engine.dispose()
+                raise
         if self._owns_bus:
             await self.bus.start()
         await self.bus.subscribe(self.name, self.dispatcher)

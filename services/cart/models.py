@@ -2,16 +2,118 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import UTC, datetime
 
-from shared.db import NAMING_CONVENTION
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import NAMING_CONVENTION, BigIntPk
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+ITEM_KINDS = ("credit_pack", "session_package", "server_plan", "service_job")
+CART_STATUSES = ("open", "checking_out", "checked_out")
+CHECKOUT_STATUSES = ("requested", "completed", "partially_completed", "cancelled")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class CatalogueItem(Base):
+    __tablename__ = "catalogue_items"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ITEM_KINDS), name="kind"),
+        CheckConstraint("unit_price >= 0", name="unit_price_not_negative"),
+        CheckConstraint("credit_price IS NULL OR credit_price >= 0", name="credit_price_valid"),
+        CheckConstraint("units_per_item >= 0", name="units_not_negative"),
+        CheckConstraint("length(currency) = 3", name="currency_code"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    unit_price: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    # NULL: the item can only be paid with money.
+    credit_price: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    units_per_item: Mapped[int] = mapped_column(Integer, default=1)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Cart(Base):
+    __tablename__ = "carts"
+    __table_args__ = (CheckConstraint(_one_of("status", CART_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    currency: Mapped[str] = mapped_column(String(3))
+    # Bumped by every change; checkout's conditional update on it makes a cart check out once.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CartLine(Base):
+    __tablename__ = "cart_lines"
+    __table_args__ = (
+        UniqueConstraint("cart_id", "item_id", name="uq_cart_lines_cart_item"),
+        CheckConstraint("quantity BETWEEN 1 AND 99", name="quantity_range"),
+    )
+
+    # Surrogate key only to keep lines in the order the shopper added them.
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    cart_id: Mapped[str] = mapped_column(ForeignKey("carts.id", ondelete="CASCADE"))
+    # RESTRICT: a catalogue item referenced by a cart is deactivated, never deleted.
+    item_id: Mapped[str] = mapped_column(
+        ForeignKey("catalogue_items.id", ondelete="RESTRICT"), index=True
+    )
+    quantity: Mapped[int] = mapped_column(Integer)
+
+
+class Checkout(Base):
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="uq_checkouts_user_key"),
+        CheckConstraint(_one_of("status", CHECKOUT_STATUSES), name="status"),
+        Index("ix_checkouts_cart_id", "cart_id"),
+    )
+
+    # Also the order id and the saga's correlation id.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cart_id: Mapped[str] = mapped_column(ForeignKey("carts.id"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24), default="requested")
+    # The exact 202 body, so a retried request gets the same answer.
+    response: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 outbox = outbox_table(Base.metadata)

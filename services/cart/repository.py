@@ -1,0 +1,209 @@
+"""Queries of the cart service. Invariants live in the statements (conditional updates,
+unique keys), not in read-then-write Python."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.cart.domain import LineItem
+from services.cart.models import Cart, CartLine, CatalogueItem, Checkout
+from shared.db import is_postgres
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+# --- catalogue -------------------------------------------------------------------------------
+
+
+async def active_items(session: AsyncSession) -> Sequence[CatalogueItem]:
+    query = select(CatalogueItem).where(CatalogueItem.active.is_(True)).order_by(CatalogueItem.id)
+    return (await session.scalars(query)).all()
+
+
+async def get_item(session: AsyncSession, item_id: str) -> CatalogueItem | None:
+    return await session.get(CatalogueItem, item_id)
+
+
+async def upsert_item(session: AsyncSession, *, item_id: str, values: dict[str, Any]) -> None:
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    now = _now()
+    stmt = insert(CatalogueItem).values(id=item_id, created_at=now, updated_at=now, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["id"], set_={**values, "updated_at": now})
+    )
+
+
+async def insert_items_if_missing(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Seeds rows; a replica starting at the same moment makes this a no-op, not a failure."""
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    now = _now()
+    for row in rows:
+        stmt = insert(CatalogueItem).values(**row, created_at=now, updated_at=now)
+        await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+
+async def deactivate_item(session: AsyncSession, item_id: str) -> bool:
+    result = await session.execute(
+        update(CatalogueItem)
+        .where(CatalogueItem.id == item_id)
+        .values(active=False, updated_at=_now())
+    )
+    return _rowcount(result) == 1
+
+
+async def count_items(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(CatalogueItem)) or 0)
+
+
+async def orphan_line_item_ids(session: AsyncSession) -> list[str]:
+    """Item ids of cart lines whose catalogue item does not exist."""
+    query = (
+        select(CartLine.item_id)
+        .outerjoin(CatalogueItem, CatalogueItem.id == CartLine.item_id)
+        .where(CatalogueItem.id.is_(None))
+        .distinct()
+    )
+    return list((await session.scalars(query)).all())
+
+
+# --- carts -----------------------------------------------------------------------------------
+
+
+async def create_cart(session: AsyncSession, *, cart_id: str, user_id: str, currency: str) -> Cart:
+    now = _now()
+    cart = Cart(
+        id=cart_id,
+        user_id=user_id,
+        status="open",
+        currency=currency,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(cart)
+    await session.flush()
+    return cart
+
+
+async def get_cart(session: AsyncSession, *, cart_id: str, user_id: str) -> Cart | None:
+    query = select(Cart).where(Cart.id == cart_id, Cart.user_id == user_id)
+    return (await session.scalars(query)).one_or_none()
+
+
+async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
+    """The cart's lines joined with their catalogue items, in the order they were added."""
+    query = (
+        select(CartLine.quantity, CatalogueItem)
+        .join(CatalogueItem, CatalogueItem.id == CartLine.item_id)
+        .where(CartLine.cart_id == cart_id)
+        .order_by(CartLine.id)
+    )
+    return [
+        LineItem(
+            item_id=item.id,
+            kind=item.kind,  # type: ignore[arg-type]  # the CHECK constraint guarantees the kind
+            name=item.name,
+            quantity=quantity,
+            unit_price=item.unit_price,
+            currency=item.currency,
+            credit_price=item.credit_price,
+            units_per_item=item.units_per_item,
+            active=item.active,
+        )
+        for quantity, item in (await session.execute(query)).all()
+    ]
+
+
+async def touch_open_cart(session: AsyncSession, cart_id: str) -> bool:
+    """Bumps the version of an open cart; False when it is not open.
+
+    Taken before changing a line: it row-locks the cart on PostgreSQL, so a line change and a
+    checkout of the same cart serialise, and the checkout sees the new version.
+    """
+    result = await session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, Cart.status == "open")
+        .values(version=Cart.version + 1, updated_at=_now())
+    )
+    return _rowcount(result) == 1
+
+
+async def set_line(session: AsyncSession, *, cart_id: str, item_id: str, quantity: int) -> None:
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = insert(CartLine).values(cart_id=cart_id, item_id=item_id, quantity=quantity)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["cart_id", "item_id"], set_={"quantity": quantity}
+        )
+    )
+
+
+async def remove_line(session: AsyncSession, *, cart_id: str, item_id: str) -> None:
+    await session.execute(
+        delete(CartLine).where(CartLine.cart_id == cart_id, CartLine.item_id == item_id)
+    )
+
+
+async def start_cart_checkout(session: AsyncSession, *, cart_id: str, version: int) -> bool:
+    """open -> checking_out, only if nobody changed the cart since it was priced."""
+    result = await session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, Cart.status == "open", Cart.version == version)
+        .values(status="checking_out", version=version + 1, updated_at=_now())
+    )
+    return _rowcount(result) == 1
+
+
+async def move_cart(session: AsyncSession, *, cart_id: str, from_status: str, to: str) -> bool:
+    result = await session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, Cart.status == from_status)
+        .values(status=to, version=Cart.version + 1, updated_at=_now())
+    )
+    return _rowcount(result) == 1
+
+
+# --- checkouts -------------------------------------------------------------------------------
+
+
+async def add_checkout(session: AsyncSession, checkout: Checkout) -> None:
+    """Raises IntegrityError when (user, idempotency key) already exists."""
+    session.add(checkout)
+    await session.flush()
+
+
+async def checkout_by_key(session: AsyncSession, *, user_id: str, key: str) -> Checkout | None:
+    query = select(Checkout).where(Checkout.user_id == user_id, Checkout.idempotency_key == key)
+    return (await session.scalars(query)).one_or_none()
+
+
+async def get_checkout(session: AsyncSession, *, checkout_id: str, user_id: str) -> Checkout | None:
+    query = select(Checkout).where(Checkout.id == checkout_id, Checkout.user_id == user_id)
+    return (await session.scalars(query)).one_or_none()
+
+
+async def finish_checkout(
+    session: AsyncSession, *, checkout_id: str, status: str, reason: str | None = None
+) -> str | None:
+    """requested -> `status`; returns the cart id, or None when it was already finished."""
+    result = await session.execute(
+        update(Checkout)
+        .where(Checkout.id == checkout_id, Checkout.status == "requested")
+        .values(status=status, reason=reason, updated_at=_now())
+    )
+    if _rowcount(result) != 1:
+        return None
+    return await session.scalar(select(Checkout.cart_id).where(Checkout.id == checkout_id))

@@ -1,0 +1,142 @@
+"""Pricing a cart: server-side totals, one payment method per line, and the cart's refusals."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.cart import domain
+from services.cart.domain import LineItem
+
+PKG = LineItem("pkg-10", "session_package", "10 coaching sessions", 2, 5000, "EUR", 400, 10)
+VPS = LineItem("vps-small", "server_plan", "VPS small (1 month)", 1, 1500, "EUR", 120, 1)
+CREDITS = LineItem("credits-100", "credit_pack", "100 credits", 3, 1000, "EUR", None, 100)
+
+
+def test_with_credits_items_with_a_credit_price_are_paid_in_credits_the_rest_in_money() -> None:
+    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=True)
+
+    assert [(line.line_no, line.item_id, line.paid_with) for line in priced.lines] == [
+        (1, "pkg-10", "credits"),
+        (2, "vps-small", "credits"),
+        (3, "credits-100", "money"),
+    ]
+    assert priced.totals == domain.Totals(
+        item_count=6,
+        units_total=2 * 10 + 1 + 3 * 100,
+        money_total=3 * 1000,
+        credits_total=2 * 400 + 120,
+        currency="EUR",
+    )
+
+
+def test_without_credits_everything_is_paid_in_money() -> None:
+    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=False)
+
+    assert {line.paid_with for line in priced.lines} == {"money"}
+    assert priced.totals.money_total == 2 * 5000 + 1500 + 3 * 1000
+    assert priced.totals.credits_total == 0
+
+
+def test_lines_carry_the_catalogue_prices_and_units() -> None:
+    (line,) = domain.price_checkout([PKG], use_credits=True).lines
+
+    assert (line.unit_price, line.unit_credits, line.units_per_item, line.quantity) == (
+        5000,
+        400,
+        10,
+        2,
+    )
+    assert (line.kind, line.name) == ("session_package", "10 coaching sessions")
+
+
+def test_an_empty_cart_cannot_be_checked_out() -> None:
+    with pytest.raises(domain.EmptyCart):
+        domain.price_checkout([], use_credits=True)
+
+
+def test_an_inactive_item_blocks_the_checkout_and_names_the_item() -> None:
+    with pytest.raises(domain.ItemUnavailable) as raised:
+        domain.price_checkout([PKG, replace(VPS, active=False)], use_credits=True)
+    assert raised.value.item_id == "vps-small"
+    assert raised.value.code == "item_unavailable"
+
+
+def test_lines_in_two_currencies_are_refused() -> None:
+    with pytest.raises(domain.MixedCurrencies):
+        domain.price_checkout([PKG, replace(VPS, currency="USD")], use_credits=True)
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 100, 10**9])
+def test_quantities_outside_1_to_99_are_refused(quantity: int) -> None:
+    with pytest.raises(domain.QuantityOutOfRange):
+        domain.check_quantity(quantity)
+    with pytest.raises(domain.QuantityOutOfRange):
+        domain.price_checkout([replace(PKG, quantity=quantity)], use_credits=True)
+
+
+@pytest.mark.parametrize("quantity", [1, 99])
+def test_quantity_bounds_are_accepted(quantity: int) -> None:
+    assert domain.check_quantity(quantity) == quantity
+
+
+def test_only_an_open_cart_can_change() -> None:
+    domain.ensure_open("open")
+    for status in ("checking_out", "checked_out"):
+        with pytest.raises(domain.CartNotOpen):
+            domain.ensure_open(status)
+
+
+def test_an_empty_cart_is_priced_at_zero_in_its_own_currency() -> None:
+    priced = domain.price_lines([], use_credits=True, currency="EUR")
+    assert priced.lines == ()
+    assert priced.totals == domain.Totals(0, 0, 0, 0, "EUR")
+
+
+def test_request_hash_tells_a_retry_from_a_different_request() -> None:
+    same = domain.request_hash("cart-1", use_credits=True)
+    assert same == domain.request_hash("cart-1", use_credits=True)
+    assert same != domain.request_hash("cart-1", use_credits=False)
+    assert same != domain.request_hash("cart-2", use_credits=True)
+
+
+kinds = st.sampled_from(["credit_pack", "session_package", "server_plan", "service_job"])
+line_items = st.builds(
+    LineItem,
+    item_id=st.from_regex(r"[a-z]{1,8}-[0-9]{1,3}", fullmatch=True),
+    kind=kinds,
+    name=st.text(min_size=1, max_size=20),
+    quantity=st.integers(min_value=1, max_value=99),
+    unit_price=st.integers(min_value=0, max_value=10**7),
+    currency=st.just("EUR"),
+    credit_price=st.none() | st.integers(min_value=0, max_value=10**6),
+    units_per_item=st.integers(min_value=0, max_value=1000),
+)
+
+
+@given(items=st.lists(line_items, min_size=1, max_size=12), use_credits=st.booleans())
+def test_totals_are_the_sum_of_the_lines_and_each_line_is_paid_one_way(
+    items: list[LineItem], use_credits: bool
+) -> None:
+    priced = domain.price_checkout(items, use_credits=use_credits)
+    totals = priced.totals
+
+    assert [line.line_no for line in priced.lines] == list(range(1, len(items) + 1))
+    assert totals.money_total == sum(line.money for line in priced.lines)
+    assert totals.credits_total == sum(line.credits for line in priced.lines)
+    assert totals.item_count == sum(item.quantity for item in items)
+    assert totals.units_total == sum(item.units_per_item * item.quantity for item in items)
+    for item, line in zip(items, priced.lines, strict=True):
+        assert line.item_id == item.item_id
+        if line.paid_with == "credits":
+            assert use_credits and item.credit_price is not None
+            assert line.money == 0
+            assert line.credits == item.credit_price * item.quantity
+        else:
+            assert line.paid_with == "money"
+            assert not (use_credits and item.credit_price is not None)
+            assert line.credits == 0
+            assert line.money == item.unit_price * item.quantity
