@@ -1,25 +1,23 @@
-"""In-memory state of the simulator: sessions, payment intents, events, idempotency.
+"""In-memory state of the simulator: sessions, payment intents, refunds, events.
 
 No HTTP here. Every public method takes the store's asyncio lock, so one request's
 read-modify-write never interleaves with another's. Objects handed out are deep
 copies: a caller mutating a response must not change the stored state.
+Idempotency-Key records (``store.idempotency``, see :mod:`.idempotency`) share that lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from . import objects
+from .idempotency import IdempotencyKeys
 from .objects import ParamError, StripeApiError, StripeObject
-
-# Real Stripe forgets idempotency keys after 24 hours.
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+from .pagination import ListFilter, Page, paginate
 
 EventSink = Callable[[StripeObject], None]
 
@@ -55,40 +53,6 @@ class NewSession:
     expires_at: int
 
 
-@dataclass
-class _IdempotencyRecord:
-    method: str
-    path: str
-    fingerprint: str
-    created: float
-    status: int | None = None  # None while the first request is still running
-    body: bytes = b""
-    request_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Replay:
-    status: int
-    body: bytes
-    original_request_id: str | None
-
-
-@dataclass(frozen=True)
-class ListFilter:
-    """Equality filters on top-level fields (e.g. ``status``, ``payment_intent``, ``type``)."""
-
-    equals: dict[str, str] = field(default_factory=dict)
-
-    def matches(self, obj: StripeObject) -> bool:
-        return all(obj.get(k) == v for k, v in self.equals.items())
-
-
-@dataclass(frozen=True)
-class Page:
-    data: list[StripeObject]
-    has_more: bool
-
-
 # Expandable checkout.session fields. Only payment_intent can be non-null in this
 # simulator; the others are accepted so that clients expanding them do not break.
 _SESSION_NULL_EXPANDABLES = frozenset(
@@ -117,7 +81,7 @@ class SimStore:
         self._events: dict[str, StripeObject] = {}
         self._refunds: dict[str, StripeObject] = {}
         self._refunded: dict[str, int] = {}  # payment intent id -> amount refunded so far
-        self._idempotency: dict[str, _IdempotencyRecord] = {}
+        self.idempotency = IdempotencyKeys(lock=self.lock, clock=clock)
         self._sinks: list[EventSink] = []
 
     def add_event_sink(self, sink: EventSink) -> None:
@@ -169,7 +133,7 @@ class SimStore:
     ) -> Page:
         async with self.lock:
             self._expire_due_locked()
-            page = _paginate(
+            page = paginate(
                 list(self._sessions.values()),
                 "checkout.session",
                 limit=limit,
@@ -364,7 +328,7 @@ class SimStore:
     ) -> Page:
         async with self.lock:
             self._expire_due_locked()
-            page = _paginate(
+            page = paginate(
                 list(self._events.values()),
                 "event",
                 limit=limit,
@@ -379,72 +343,6 @@ class SimStore:
             event = self._events.get(event_id)
             if event is not None and event["pending_webhooks"] > 0:
                 event["pending_webhooks"] -= 1
-
-    # --- idempotency -------------------------------------------------------
-
-    async def idempotency_begin(
-        self, key: str, method: str, path: str, params: dict[str, Any]
-    ) -> Replay | None:
-        """Replay of the first response for ``key``, or None if this request should run.
-
-        Raises Stripe's idempotency errors when the key was used for another request.
-        """
-        fingerprint = json.dumps(params, sort_keys=True, separators=(",", ":"))
-        async with self.lock:
-            now = self._clock()
-            self._prune_idempotency_locked(now)
-            record = self._idempotency.get(key)
-            if record is None:
-                self._idempotency[key] = _IdempotencyRecord(method, path, fingerprint, now)
-                return None
-            if (record.method, record.path) != (method, path):
-                raise StripeApiError(
-                    400,
-                    "Keys for idempotent requests can only be used for the same endpoint they "
-                    f"were first used for ('{record.path}' vs '{path}'). Try using a key other "
-                    f"than '{key}' if you meant to execute a different request.",
-                    type_="idempotency_error",
-                )
-            if record.fingerprint != fingerprint:
-                raise StripeApiError(
-                    400,
-                    "Keys for idempotent requests can only be used with the same parameters "
-                    f"they were first used with. Try using a key other than '{key}' if you "
-                    "meant to execute a different request.",
-                    type_="idempotency_error",
-                )
-            if record.status is None:
-                # Stripe answers 409 here; the SDK retries 409s by itself.
-                raise StripeApiError(
-                    409,
-                    "There is currently another in-progress request using this Idempotency "
-                    f"Key ('{key}'); it probably means the request was submitted twice and "
-                    "the other one is still running. Try again later.",
-                    type_="idempotency_error",
-                )
-            return Replay(record.status, record.body, record.request_id)
-
-    async def idempotency_finish(
-        self, key: str, status: int, body: bytes, request_id: str | None
-    ) -> None:
-        async with self.lock:
-            record = self._idempotency.get(key)
-            if record is not None:
-                record.status, record.body, record.request_id = status, body, request_id
-
-    async def idempotency_abort(self, key: str) -> None:
-        """Forget a key whose request failed validation: Stripe saves no result for those."""
-        async with self.lock:
-            record = self._idempotency.get(key)
-            if record is not None and record.status is None:
-                del self._idempotency[key]
-
-    def _prune_idempotency_locked(self, now: float) -> None:
-        stale = [
-            k for k, r in self._idempotency.items() if now - r.created > IDEMPOTENCY_TTL_SECONDS
-        ]
-        for k in stale:
-            del self._idempotency[k]
 
 
 def check_session_expand(expand: Iterable[str]) -> None:
@@ -462,42 +360,3 @@ def _require_open(session: StripeObject, *, action: str) -> None:
             f'Only Checkout Sessions with a status in ["open"] can be {action}. '
             f"This Checkout Session has a status of `{session['status']}`.",
         )
-
-
-def _paginate(
-    items: list[StripeObject],
-    object_name: str,
-    *,
-    limit: int,
-    starting_after: str | None,
-    ending_before: str | None,
-    filters: ListFilter,
-) -> Page:
-    """Stripe's cursor pagination over ``items`` (oldest first); pages are newest first.
-
-    Cursors are positions in the unfiltered order, so a cursor object that a filter
-    excludes still marks a valid place to continue from.
-    """
-    newest_first = items[::-1]
-    ids = [o["id"] for o in newest_first]
-    if starting_after is not None:
-        after = newest_first[
-            _cursor_index(ids, starting_after, object_name, "starting_after") + 1 :
-        ]
-        matching = [o for o in after if filters.matches(o)]
-        return Page(matching[:limit], len(matching) > limit)
-    if ending_before is not None:
-        before = newest_first[: _cursor_index(ids, ending_before, object_name, "ending_before")]
-        matching = [o for o in before if filters.matches(o)]
-        return Page(matching[-limit:], len(matching) > limit)
-    matching = [o for o in newest_first if filters.matches(o)]
-    return Page(matching[:limit], len(matching) > limit)
-
-
-def _cursor_index(ids: list[str], cursor: str, object_name: str, param: str) -> int:
-    try:
-        return ids.index(cursor)
-    except ValueError:
-        raise ParamError(
-            f"No such {object_name}: '{cursor}'", param=param, code="resource_missing"
-        ) from None

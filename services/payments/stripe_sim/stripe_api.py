@@ -1,0 +1,137 @@
+"""Stripe's v1 API edge: API-key auth, parameter decoding, Idempotency-Key replay, errors.
+
+Endpoints are plain handlers ``(params, ctx) -> StripeObject``; :class:`StripeApi` runs
+them and renders their result or error exactly as Stripe's responses look.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+
+from . import objects
+from .config import SimConfig
+from .idempotency import IdempotencyKeys
+from .objects import ParamError, StripeApiError, StripeObject
+from .params import Params, request_params
+from .store import RequestContext
+
+log = logging.getLogger(__name__)
+
+
+def json_bytes(obj: StripeObject) -> bytes:
+    return json.dumps(obj, indent=2).encode("utf-8")
+
+
+def _auth_error(message: str) -> StripeApiError:
+    return StripeApiError(401, message)
+
+
+def check_api_key(request: Request, expected: str) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    key = ""
+    if scheme.lower() == "bearer":
+        key = credential.strip()
+    elif scheme.lower() == "basic":
+        # `curl -u sk_test_...:` sends the key as the Basic username.
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            key = base64.b64decode(credential.strip()).decode("utf-8").partition(":")[0]
+    if not key:
+        raise _auth_error(
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY')."
+        )
+    if not hmac.compare_digest(key.encode(), expected.encode()):
+        masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
+        raise _auth_error(f"Invalid API Key provided: {masked}")
+
+
+Handler = Callable[[Params, RequestContext], Awaitable[StripeObject]]
+
+
+class StripeApi:
+    """Runs a v1 endpoint the way Stripe's edge does: auth, decoding, idempotency, errors."""
+
+    def __init__(self, config: SimConfig, idempotency: IdempotencyKeys) -> None:
+        self._config = config
+        self._idempotency = idempotency
+
+    async def call(self, request: Request, handler: Handler, status: int = 200) -> Response:
+        request_id = objects.new_id("req_", 14)
+        headers = {
+            "Request-Id": request_id,
+            "Stripe-Version": request.headers.get("stripe-version", self._config.api_version),
+        }
+        key = request.headers.get("idempotency-key") if request.method == "POST" else None
+        if key:
+            headers["Idempotency-Key"] = key
+        try:
+            check_api_key(request, self._config.api_key)
+            params = await request_params(request)
+        except StripeApiError as exc:
+            return error_response(exc, headers)
+        if not key:
+            outcome = await self._run(handler, params, RequestContext(request_id), status)
+            return Response(outcome.body, outcome.status, headers, media_type="application/json")
+        try:
+            replay = await self._idempotency.begin(key, request.method, request.url.path, params)
+        except StripeApiError as exc:
+            return error_response(exc, headers)
+        if replay is not None:
+            headers["Idempotent-Replayed"] = "true"
+            if replay.original_request_id:
+                headers["Original-Request"] = replay.original_request_id
+            return Response(replay.body, replay.status, headers, media_type="application/json")
+        try:
+            outcome = await self._run(handler, params, RequestContext(request_id, key), status)
+        except BaseException:
+            await self._idempotency.abort(key)
+            raise
+        if outcome.stored:
+            await self._idempotency.finish(key, outcome.status, outcome.body, request_id)
+        else:
+            await self._idempotency.abort(key)
+        return Response(outcome.body, outcome.status, headers, media_type="application/json")
+
+    @staticmethod
+    async def _run(handler: Handler, params: Params, ctx: RequestContext, status: int) -> _Outcome:
+        try:
+            return _Outcome(status, json_bytes(await handler(params, ctx)), stored=True)
+        except ParamError as exc:
+            # Stripe stores no idempotent result for requests that failed validation.
+            return _Outcome(exc.status, json_bytes(exc.to_body()), stored=False)
+        except StripeApiError as exc:
+            return _Outcome(exc.status, json_bytes(exc.to_body()), stored=True)
+        except Exception:
+            # Stripe replays even its 500s for the same key, so this is stored too.
+            log.exception("stripe_sim handler failed")
+            err = StripeApiError(
+                500, "An unknown error occurred in the Stripe simulator.", type_="api_error"
+            )
+            return _Outcome(500, json_bytes(err.to_body()), stored=True)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: int
+    body: bytes
+    stored: bool  # whether an idempotency key keeps this result for replays
+
+
+def error_response(exc: StripeApiError, headers: dict[str, str] | None = None) -> Response:
+    all_headers = dict(headers or {})
+    if exc.status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="Stripe"'
+    return Response(
+        json_bytes(exc.to_body()), exc.status, all_headers, media_type="application/json"
+    )
