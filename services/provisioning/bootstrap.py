@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.provisioning.handlers import HANDLERS
+from services.provisioning.api import router
+from services.provisioning.handlers import build_handlers
+from services.provisioning.http_provisioner import ServerPanelProvisioner
 from services.provisioning.models import Base, inbox, outbox
+from services.provisioning.provisioners import (
+    CreditPackProvisioner,
+    Provisioners,
+    ServiceJobProvisioner,
+    SessionPackageProvisioner,
+)
 from services.provisioning.settings import ProvisioningSettings
 from shared.bus import Bus
 from shared.messages.contracts import PROVISIONING
@@ -14,8 +22,28 @@ from shared.runtime import ServiceRuntime, ServiceSpec
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def build_provisioners(settings: ProvisioningSettings) -> Provisioners:
+    """The provisioner of each item kind; a kind missing here fails with "no provisioner"."""
+    return {
+        "session_package": SessionPackageProvisioner(),
+        "service_job": ServiceJobProvisioner(lead_hours=settings.service_job_lead_hours),
+        "credit_pack": CreditPackProvisioner(),
+        "server_plan": ServerPanelProvisioner(
+            base_url=settings.panel_url,
+            timeout_seconds=settings.panel_timeout_seconds,
+            max_attempts=settings.panel_max_attempts,
+            backoff_base_seconds=settings.panel_backoff_base_seconds,
+            backoff_max_seconds=settings.panel_backoff_max_seconds,
+        ),
+    }
+
+
 def build(
-    settings: ProvisioningSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
+    settings: ProvisioningSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    auto_migrate: bool = False,
+    provisioners: Provisioners | None = None,
 ) -> ServiceRuntime:
     settings = settings or ProvisioningSettings()
     spec = ServiceSpec(
@@ -25,6 +53,9 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
-        handlers=HANDLERS,
+        handlers=build_handlers(
+            build_provisioners(settings) if provisioners is None else provisioners
+        ),
+        routers=(router,),
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

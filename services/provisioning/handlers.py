@@ -2,9 +2,121 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
-from shared.dispatch import Handler
+from services.provisioning import domain, repository
+from services.provisioning.models import Job, JobItem
+from services.provisioning.provisioners import (
+    ItemToProvision,
+    ProvisionContext,
+    Provisioners,
+    provision_item,
+)
+from shared.dispatch import Handler, MessageContext
 from shared.messages import Contract
+from shared.messages import contracts as c
 
-HANDLERS: Mapping[type[Contract], Handler] = {}
+log = logging.getLogger("services.provisioning.handlers")
+
+
+async def handle_create_job(ctx: MessageContext, msg: c.CreateJob) -> None:
+    try:
+        lines = domain.new_job(user_id=msg.user_id, lines=msg.lines)
+    except domain.InvalidJob as exc:
+        await ctx.emit(c.JobRejected(order_id=msg.order_id, reason=exc.reason))
+        return
+    job_id = await repository.create_job(
+        ctx.session, order_id=msg.order_id, user_id=msg.user_id, lines=lines, now=_now()
+    )
+    await ctx.emit(c.JobCreated(order_id=msg.order_id, job_id=str(job_id)))
+
+
+async def handle_provision_order(
+    ctx: MessageContext, msg: c.ProvisionOrder, *, provisioners: Provisioners
+) -> None:
+    job = await repository.job_by_order(ctx.session, msg.order_id, for_update=True)
+    if job is None:
+        await ctx.emit(c.ProvisioningFailed(order_id=msg.order_id, reason="job_not_found"))
+        return
+    try:
+        action = domain.provisioning_action(job.status)
+    except domain.JobCancelled:
+        await ctx.emit(c.ProvisioningFailed(order_id=msg.order_id, reason="job_cancelled"))
+        return
+    if action == "run":
+        # The panel is called over HTTP inside this transaction. Acceptable: if the commit
+        # fails, the redelivered command calls it again with the same Idempotency-Key and gets
+        # the same server back; no item is delivered twice.
+        await _provision_job(job, provisioners, ProvisionContext(ctx, now=_now()))
+    await ctx.emit(
+        c.OrderProvisioned(order_id=msg.order_id, job_id=str(job.id), results=_results_of(job))
+    )
+
+
+async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
+    job = await repository.job_by_order(ctx.session, msg.order_id, for_update=True)
+    if job is not None:
+        try:
+            cancel = domain.should_cancel(job.status)
+        except domain.JobAlreadyDone:
+            # No reply: "cancelled" would be untrue, and delivered items are not taken back.
+            log.warning("CancelJob for done job of order %s ignored", msg.order_id)
+            return
+        if cancel:
+            job.status, job.cancel_reason, job.updated_at = "cancelled", msg.reason, _now()
+    await ctx.emit(c.JobCancelled(order_id=msg.order_id))
+
+
+async def _provision_job(job: Job, provisioners: Provisioners, pctx: ProvisionContext) -> None:
+    """Runs the provisioner of each pending item and stores outcomes, job status and due time."""
+    due_times = [job.due_at]
+    for item in job.items:
+        if item.status != "pending":
+            continue
+        outcome = await provision_item(provisioners, _to_provision(job, item), pctx)
+        item.status, item.detail = outcome.status, outcome.detail
+        item.external_ref = outcome.external_ref
+        due_times.append(outcome.due_at)
+    job.status = domain.job_status_for(item.status for item in job.items)
+    job.due_at = domain.due_at_for(due_times)
+    job.updated_at = pctx.now
+
+
+def _to_provision(job: Job, item: JobItem) -> ItemToProvision:
+    return ItemToProvision(
+        order_id=job.order_id,
+        job_id=job.id,
+        user_id=job.user_id,
+        line_no=item.line_no,
+        item_id=item.item_id,
+        kind=item.kind,
+        name=item.name,
+        quantity=item.quantity,
+        units_per_item=item.units_per_item,
+    )
+
+
+def _results_of(job: Job) -> tuple[c.ItemResult, ...]:
+    # Validated, not cast: a stored status outside the contract must fail loudly here.
+    return tuple(
+        c.ItemResult.model_validate(
+            {"line_no": i.line_no, "item_id": i.item_id, "status": i.status, "detail": i.detail}
+        )
+        for i in job.items
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_handlers(provisioners: Provisioners) -> Mapping[type[Contract], Handler]:
+    """The handler of each message; bootstrap passes the provisioners it built."""
+    return {
+        c.CreateJob: handle_create_job,
+        c.ProvisionOrder: functools.partial(handle_provision_order, provisioners=provisioners),
+        c.CancelJob: handle_cancel_job,
+    }

@@ -2,16 +2,122 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import NAMING_CONVENTION
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
+JOB_STATUSES = ("created", "scheduled", "done", "partially_done", "cancelled", "failed")
+ITEM_STATUSES = ("pending", "delivered", "scheduled", "failed")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out; SQLite would otherwise hand back naive times."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Job(Base):
+    """The fulfilment (dispatch) job of one order: who receives what, and by when."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+    items: Mapped[list[JobItem]] = relationship(
+        back_populates="job", order_by="JobItem.line_no", lazy="raise"
+    )
+
+
+class JobItem(Base):
+    """One order line to deliver, with the outcome of its provisioner."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ITEM_STATUSES), name="status"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        CheckConstraint("units_per_item >= 0", name="units_not_negative"),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer)
+    units_per_item: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+
+    job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
+
+
+class Entitlement(Base):
+    """Sessions a user may book, granted by a delivered session package line."""
+
+    __tablename__ = "entitlements"
+    __table_args__ = (
+        UniqueConstraint("order_id", "line_no", name="uq_entitlements_order_line"),
+        CheckConstraint("sessions > 0", name="sessions_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    line_no: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[str] = mapped_column(String(64))
+    sessions: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 outbox = outbox_table(Base.metadata)

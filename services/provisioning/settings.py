@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,3 +13,14 @@ class ProvisioningSettings(ServiceSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/provisioning.db"
     http_port: int = 8004
+
+    # The external server panel that creates servers for `server_plan` items.
+    panel_url: str = "http://127.0.0.1:12112"
+    panel_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Attempts in total (first call included) before a server item is given up as failed.
+    panel_max_attempts: int = Field(default=4, ge=1, le=10)
+    # Backoff between attempts: random up to base * 2**n, capped at max.
+    panel_backoff_base_seconds: float = Field(default=0.2, ge=0)
+    panel_backoff_max_seconds: float = Field(default=2.0, ge=0)
+    # A service job is due this long after it is provisioned (scheduled).
+    service_job_lead_hours: int = Field(default=48, ge=0)

@@ -1,0 +1,127 @@
+"""Rules of a fulfilment job: which lines make a valid job, what its status is given the outcome
+of each item, and which transitions are allowed. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from shared.messages.contracts import CheckoutLine
+
+
+class ProvisioningError(Exception):
+    """Base of the provisioning domain's errors."""
+
+
+class InvalidJob(ProvisioningError):
+    """The lines cannot make a job; `reason` is machine-readable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JobCancelled(ProvisioningError):
+    """A cancelled job is never provisioned."""
+
+
+class JobAlreadyDone(ProvisioningError):
+    """Everything was delivered: there is nothing left to cancel."""
+
+
+class ItemsStillPending(ProvisioningError):
+    """A job's status is only decided once every item has an outcome."""
+
+
+JobStatus = Literal["created", "scheduled", "done", "partially_done", "cancelled", "failed"]
+ItemStatus = Literal["pending", "delivered", "scheduled", "failed"]
+ProvisioningAction = Literal["run", "replay"]
+
+# Kinds that deliver "units_per_item * quantity" of something; zero units would deliver nothing.
+COUNTED_KINDS = frozenset({"session_package", "credit_pack"})
+
+
+@dataclass(frozen=True)
+class JobLine:
+    line_no: int
+    item_id: str
+    kind: str
+    name: str
+    quantity: int
+    units_per_item: int
+
+    @property
+    def units(self) -> int:
+        return self.units_per_item * self.quantity
+
+
+def new_job(*, user_id: str, lines: Iterable[CheckoutLine]) -> tuple[JobLine, ...]:
+    """The lines of a new job, or InvalidJob when it cannot be fulfilled."""
+    if not user_id.strip():
+        raise InvalidJob("no_recipient")
+    result = tuple(
+        JobLine(
+            line_no=line.line_no,
+            item_id=line.item_id,
+            kind=line.kind,
+            name=line.name,
+            quantity=line.quantity,
+            units_per_item=line.units_per_item,
+        )
+        for line in lines
+    )
+    if not result:
+        raise InvalidJob("empty_job")
+    seen: set[int] = set()
+    for line in result:
+        if line.line_no in seen:
+            raise InvalidJob(f"duplicate_line_no:{line.line_no}")
+        seen.add(line.line_no)
+        if line.quantity < 1:
+            raise InvalidJob(f"no_quantity:{line.line_no}")
+        if line.kind in COUNTED_KINDS and line.units < 1:
+            raise InvalidJob(f"no_units:{line.line_no}")
+    return result
+
+
+def job_status_for(item_statuses: Iterable[str]) -> JobStatus:
+    """All delivered → done; any failed → partially_done (all failed → failed); else scheduled."""
+    statuses = list(item_statuses)
+    if not statuses:
+        raise InvalidJob("empty_job")
+    if "pending" in statuses:
+        raise ItemsStillPending("items are still pending")
+    failed = statuses.count("failed")
+    if failed == len(statuses):
+        return "failed"
+    if failed:
+        return "partially_done"
+    if "scheduled" in statuses:
+        return "scheduled"
+    return "done"
+
+
+def provisioning_action(status: str) -> ProvisioningAction:
+    """What a ProvisionOrder does to a job in `status`: run its provisioners, or replay results.
+
+    Only a freshly created job runs; any provisioned job answers with what it stored, so a
+    redelivered command never delivers twice.
+    """
+    if status == "cancelled":
+        raise JobCancelled("the job was cancelled")
+    return "run" if status == "created" else "replay"
+
+
+def should_cancel(status: str) -> bool:
+    """True when cancelling changes the job; False when it is already cancelled."""
+    if status == "done":
+        raise JobAlreadyDone("every item was delivered")
+    return status != "cancelled"
+
+
+def due_at_for(item_due_times: Iterable[datetime | None]) -> datetime | None:
+    """The job is due when its earliest scheduled item is due."""
+    times = [t for t in item_due_times if t is not None]
+    return min(times) if times else None

@@ -1,0 +1,105 @@
+"""Provisions `server_plan` items on the external server panel over HTTP.
+
+Retries are bounded and only for failures that may pass (connect errors, timeouts, 5xx); a 4xx
+is the panel's final answer. Every attempt carries the same Idempotency-Key, so a retry or a
+redelivered command gets the server the first attempt created instead of a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from services.provisioning.provisioners import ItemOutcome, ItemToProvision, ProvisionContext
+
+log = logging.getLogger("services.provisioning.http_provisioner")
+
+TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+class PanelUnavailable(Exception):
+    """The panel answered 5xx: worth another attempt."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"panel answered {response.status_code}")
+        self.status_code = response.status_code
+
+
+class ServerPanelProvisioner:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_seconds: float,
+        max_attempts: int,
+        backoff_base_seconds: float = 0.2,
+        backoff_max_seconds: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self.max_attempts = max_attempts
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.transport = transport
+
+    async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
+        try:
+            response = await self._create_server(item)
+        except (PanelUnavailable, *TRANSIENT) as exc:
+            log.warning("panel unreachable for %s: %r", item.key, exc)
+            return ItemOutcome(
+                "failed", detail=f"panel unreachable after {self.max_attempts} attempts: {exc!r}"
+            )
+        if response.is_success:
+            server_id = _server_id(response)
+            if server_id is None:
+                return ItemOutcome("failed", detail="panel answered without a server id")
+            return ItemOutcome("delivered", detail="server active", external_ref=server_id)
+        return ItemOutcome(
+            "failed", detail=f"panel refused ({response.status_code}): {response.text[:300]}"
+        )
+
+    async def _create_server(self, item: ItemToProvision) -> httpx.Response:
+        body = {
+            "order_id": item.order_id,
+            "line_no": item.line_no,
+            "plan": item.item_id,
+            "user_id": item.user_id,
+        }
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            # Full jitter: replicas retrying against a struggling panel spread out.
+            wait=wait_random_exponential(
+                multiplier=self.backoff_base_seconds, max=self.backoff_max_seconds
+            ),
+            retry=retry_if_exception_type((PanelUnavailable, *TRANSIENT)),
+            reraise=True,
+        )
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.timeout_seconds, transport=self.transport
+        ) as client:
+            async for attempt in retrying:
+                with attempt:
+                    response = await client.post(
+                        "/servers", json=body, headers={"Idempotency-Key": item.key}
+                    )
+                    if response.status_code >= 500:
+                        raise PanelUnavailable(response)
+        return response
+
+
+def _server_id(response: httpx.Response) -> str | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    server_id = payload.get("id") if isinstance(payload, dict) else None
+    return str(server_id) if server_id else None

@@ -1,0 +1,179 @@
+"""The provisioning service on real PostgreSQL: its migration, CreateJob and ProvisionOrder
+(with the server panel simulator over HTTP), concurrent deliveries, and the database's own
+guard on entitlements."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from services.provisioning import repository
+from services.provisioning.bootstrap import build
+from services.provisioning.models import Entitlement, Job, outbox
+from services.provisioning.panel_sim import PanelState, create_panel_app
+from services.provisioning.settings import ProvisioningSettings
+from shared.memory_bus import MemoryBus
+from shared.messages import Contract, Envelope, payload_of
+from shared.messages import contracts as c
+from shared.runtime import ServiceRuntime
+
+
+@pytest.fixture(scope="module")
+def panel() -> Iterator[tuple[str, PanelState]]:
+    app = create_panel_app(fail_plans={"srv-doomed"})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "panel simulator did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.panel
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def runtime(
+    fresh_database: Callable[[str], Awaitable[str]], panel: tuple[str, PanelState]
+) -> AsyncIterator[ServiceRuntime]:
+    settings = ProvisioningSettings(
+        database_url=await fresh_database("provisioning"),
+        broker_url="memory://",
+        jwt_secret=SecretStr("provisioning-pg-test-secret-long-enough"),
+        panel_url=panel[0],
+        panel_backoff_base_seconds=0.01,
+    )
+    bus = MemoryBus()
+    service = build(settings, bus=bus, auto_migrate=True)
+    await service.start()
+    yield service
+    await service.stop()
+    await bus.close()
+
+
+def line(line_no: int, kind: c.ItemKind, item_id: str, units_per_item: int = 1) -> c.CheckoutLine:
+    return c.CheckoutLine(
+        line_no=line_no,
+        item_id=item_id,
+        kind=kind,
+        name=item_id,
+        quantity=2,
+        unit_price=500,
+        units_per_item=units_per_item,
+        paid_with="money",
+    )
+
+
+LINES = (
+    line(1, "session_package", "pkg-5", units_per_item=5),
+    line(2, "server_plan", "srv-small"),
+    line(3, "server_plan", "srv-doomed"),
+    line(4, "credit_pack", "credits-50", units_per_item=50),
+    line(5, "service_job", "cleaning"),
+)
+
+
+async def send(runtime: ServiceRuntime, message: Contract, order_id: str) -> None:
+    await runtime.dispatcher(Envelope.wrap(message, correlation_id=order_id))
+
+
+async def emitted(runtime: ServiceRuntime, order_id: str) -> list[Contract]:
+    async with runtime.sessionmaker() as session:
+        rows = await session.execute(
+            select(outbox.c.body).where(outbox.c.correlation_id == order_id).order_by(outbox.c.seq)
+        )
+        return [payload_of(Envelope.model_validate_json(body)) for (body,) in rows]
+
+
+async def test_create_and_provision_a_mixed_order(
+    runtime: ServiceRuntime, panel: tuple[str, PanelState]
+) -> None:
+    order_id = str(uuid.uuid4())
+    await send(runtime, c.CreateJob(order_id=order_id, user_id="alice", lines=LINES), order_id)
+    await send(runtime, c.ProvisionOrder(order_id=order_id), order_id)
+
+    created, grant, provisioned = await emitted(runtime, order_id)
+    assert isinstance(created, c.JobCreated)
+    assert grant == c.GrantCredits(
+        grant_id=f"{order_id}:4",
+        user_id="alice",
+        credits=100,
+        reason="credit pack",
+        order_id=order_id,
+    )
+    assert isinstance(provisioned, c.OrderProvisioned) and provisioned.job_id == created.job_id
+    assert [(r.line_no, r.status) for r in provisioned.results] == [
+        (1, "delivered"),
+        (2, "delivered"),
+        (3, "failed"),
+        (4, "delivered"),
+        (5, "scheduled"),
+    ]
+    async with runtime.sessionmaker() as session:
+        job = await repository.job_by_order(session, order_id)
+        sessions = await session.scalar(
+            select(func.sum(Entitlement.sessions)).where(Entitlement.order_id == order_id)
+        )
+    assert job is not None and job.status == "partially_done"
+    assert job.due_at is not None and job.due_at > datetime.now(UTC)
+    assert sessions == 10
+    assert panel[1].servers[job.items[1].external_ref or ""]["order_id"] == order_id
+
+
+async def test_concurrent_duplicates_make_one_job_and_one_delivery(
+    runtime: ServiceRuntime, panel: tuple[str, PanelState]
+) -> None:
+    order_id = str(uuid.uuid4())
+    create = c.CreateJob(order_id=order_id, user_id="bob", lines=LINES[:2])
+    await asyncio.gather(*(send(runtime, create, order_id) for _ in range(4)))
+    provision = c.ProvisionOrder(order_id=order_id)
+    await asyncio.gather(*(send(runtime, provision, order_id) for _ in range(4)))
+
+    messages = await emitted(runtime, order_id)
+    created = {m.job_id for m in messages if isinstance(m, c.JobCreated)}
+    replies = [m for m in messages if isinstance(m, c.OrderProvisioned)]
+    assert len(created) == 1 and len(replies) == 4
+    assert all(r == replies[0] for r in replies)
+    assert panel[1].requests_by_key[f"{order_id}:2"] == 1
+    async with runtime.sessionmaker() as session:
+        jobs = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.order_id == order_id)
+        )
+        grants = await session.scalar(
+            select(func.count()).select_from(Entitlement).where(Entitlement.order_id == order_id)
+        )
+    assert (jobs, grants) == (1, 1)
+
+
+async def test_the_database_refuses_an_entitlement_without_sessions(
+    runtime: ServiceRuntime,
+) -> None:
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "user_id": "alice",
+        "order_id": str(uuid.uuid4()),
+        "line_no": 1,
+        "item_id": "pkg",
+        "sessions": 0,
+        "created_at": datetime.now(UTC),
+    }
+    with pytest.raises(IntegrityError, match="ck_entitlements_sessions_positive"):
+        async with runtime.transaction() as session:
+            await session.execute(insert(Entitlement).values(**row))
