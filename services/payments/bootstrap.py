@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
-from services.payments.handlers import HANDLERS
+from services.payments import ledger
+from services.payments.api import router as accounts_router
+from services.payments.domain import parse_seed_credits
+from services.payments.handlers import build_handlers
 from services.payments.models import Base, inbox, outbox
 from services.payments.settings import PaymentsSettings
+from services.payments.stripe_gateway import StripeGateway
+from services.payments.webhooks import router as webhook_router
 from shared.bus import Bus
 from shared.messages.contracts import PAYMENTS
-from shared.runtime import ServiceRuntime, ServiceSpec
+from shared.runtime import BackgroundTask, ServiceRuntime, ServiceSpec
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SEED_TRACE_ID = "seed"
+
+log = logging.getLogger("services.payments")
 
 
 def build(
-    settings: PaymentsSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
+    settings: PaymentsSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    auto_migrate: bool = False,
+    gateway: StripeGateway | None = None,
 ) -> ServiceRuntime:
     settings = settings or PaymentsSettings()
+    background: tuple[BackgroundTask, ...] = ()
+    if gateway is None:  # a gateway passed in belongs to the caller, who closes it
+        gateway = StripeGateway.from_settings(settings)
+        background = (_closes_on_stop(gateway),)
     spec = ServiceSpec(
         name=PAYMENTS,
         settings=settings,
@@ -25,6 +43,44 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
-        handlers=HANDLERS,
+        handlers=build_handlers(gateway=gateway, settings=settings),
+        routers=(accounts_router, webhook_router),
+        background=background,
+        on_startup=_seed_credits(settings),
+        state={"stripe": gateway},
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)
+
+
+def _seed_credits(settings: PaymentsSettings) -> BackgroundTask:
+    seeds = parse_seed_credits(settings.seed_credits)
+
+    async def seed_credits(runtime: ServiceRuntime) -> None:
+        if not seeds:
+            return
+        # One reference per user: every replica and every restart may run this; one grant lands.
+        async with runtime.transaction() as session:
+            for user_id, credits in seeds.items():
+                granted = await ledger.add_credits(
+                    session,
+                    user_id=user_id,
+                    credits=credits,
+                    reference=f"grant:seed:{user_id}",
+                    trace_id=SEED_TRACE_ID,
+                    memo="seed credits from settings",
+                )
+                if granted:
+                    log.info("seeded %d credits for %s", credits, user_id)
+
+    return seed_credits
+
+
+def _closes_on_stop(gateway: StripeGateway) -> BackgroundTask:
+    # ServiceSpec has no shutdown hook; a task that only waits is cancelled by runtime.stop().
+    async def close_stripe_client(_runtime: ServiceRuntime) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await gateway.aclose()
+
+    return close_stripe_client

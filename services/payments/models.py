@@ -1,11 +1,14 @@
-"""Tables of the payments service's own database."""
+"""Tables of the payments service's own database: credit ledger, Stripe sessions and events."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
 
-from shared.db import NAMING_CONVENTION
+from sqlalchemy import CheckConstraint, DateTime, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.payments.domain import ENTRY_KINDS, RESERVATION_STATUSES, SESSION_STATUSES
+from shared.db import NAMING_CONVENTION, BigIntPk
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -16,3 +19,102 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+class CreditAccount(Base):
+    """Cached balance of one user; the CHECKs are what make overspending impossible."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (
+        CheckConstraint("available >= 0", name="available_not_negative"),
+        CheckConstraint("reserved >= 0", name="reserved_not_negative"),
+    )
+
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    available: Mapped[int] = mapped_column(Integer, default=0)
+    reserved: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ENTRY_KINDS), name="kind"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_ledger_entries_user_id_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(10))
+    amount: Mapped[int] = mapped_column(Integer)
+    debit_account: Mapped[str] = mapped_column(String(120))
+    credit_account: Mapped[str] = mapped_column(String(120))
+    order_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # The idempotency key of the effect: a second posting of the same thing cannot insert.
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    # Why credits were added (grant reason, who granted); audit only, never interpreted.
+    memo: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CreditReservation(Base):
+    __tablename__ = "credit_reservations"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", RESERVATION_STATUSES), name="status"),
+        # 0 only for the tombstone a release leaves when no reservation existed yet.
+        CheckConstraint("credits >= 0", name="credits_not_negative"),
+    )
+
+    order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(100), index=True)
+    credits: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PaymentSession(Base):
+    """One Stripe Checkout Session per order (order id == checkout id == trace id)."""
+
+    __tablename__ = "payment_sessions"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", SESSION_STATUSES), name="status"),
+        CheckConstraint("amount_total >= 0", name="amount_total_not_negative"),
+    )
+
+    order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(10))
+    amount_total: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    url: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StripeEvent(Base):
+    """Every verified webhook event; processed_at NULL means its effect is still to be applied."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (
+        Index(
+            "ix_stripe_events_unprocessed",
+            "received_at",
+            postgresql_where=text("processed_at IS NULL"),
+            sqlite_where=text("processed_at IS NULL"),
+        ),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

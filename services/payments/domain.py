@@ -1,0 +1,186 @@
+"""Credit ledger rules and Checkout Session parameters: pure, no I/O.
+
+Accounts hold credits and are credit-normal: an entry moves `amount` from its debit account to its
+credit account, so an account's balance is (sum credited) - (sum debited). `system:issued` goes
+negative by exactly the credits ever granted, so all accounts always sum to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+EntryKind = Literal["grant", "reserve", "capture", "release", "refund"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("grant", "reserve", "capture", "release", "refund")
+ReservationStatus = Literal["reserved", "captured", "released"]
+RESERVATION_STATUSES: tuple[ReservationStatus, ...] = ("reserved", "captured", "released")
+SessionStatus = Literal["open", "complete", "expired"]
+SESSION_STATUSES: tuple[SessionStatus, ...] = ("open", "complete", "expired")
+
+SYSTEM_ISSUED = "system:issued"
+SYSTEM_REVENUE = "system:revenue"
+
+# Stripe accepts expires_at between 30 minutes and 24 hours after the session is created; the
+# margins absorb the time between our clock reading and Stripe's, in either direction.
+STRIPE_MIN_EXPIRY = timedelta(minutes=30)
+STRIPE_MAX_EXPIRY = timedelta(hours=24)
+EXPIRY_MARGIN = timedelta(minutes=2)
+
+
+class InsufficientCredits(Exception):
+    def __init__(self, *, available: int, requested: int) -> None:
+        super().__init__(f"{requested} credits requested, {available} available")
+        self.available = available
+        self.requested = requested
+
+
+class CaptureExceedsReservation(Exception):
+    def __init__(self, *, reserved: int, requested: int) -> None:
+        super().__init__(f"capture of {requested} credits exceeds the {reserved} reserved")
+        self.reserved = reserved
+        self.requested = requested
+
+
+class ReservationNotCapturable(Exception):
+    """Capture without a live reservation: the saga never sends that, so it is a bug to surface."""
+
+
+class InvalidSeed(ValueError):
+    pass
+
+
+def available_account(user_id: str) -> str:
+    return f"user:{user_id}:available"
+
+
+def reserved_account(user_id: str) -> str:
+    return f"user:{user_id}:reserved"
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: int = 0
+    reserved: int = 0
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ledger entry and what it does to the user's cached balance columns."""
+
+    kind: EntryKind
+    user_id: str
+    amount: int
+    debit_account: str
+    credit_account: str
+    available_delta: int
+    reserved_delta: int
+
+    def applied_to(self, balance: Balance) -> Balance:
+        """The balance after this posting; raises when it would go negative."""
+        available = balance.available + self.available_delta
+        reserved = balance.reserved + self.reserved_delta
+        if available < 0:
+            raise InsufficientCredits(available=balance.available, requested=self.amount)
+        if reserved < 0:
+            raise ValueError(f"{self.kind} of {self.amount} exceeds {balance.reserved} reserved")
+        return Balance(available, reserved)
+
+
+def posting(kind: EntryKind, user_id: str, amount: int) -> Posting:
+    if amount <= 0:
+        raise ValueError(f"a {kind} must move a positive amount, not {amount}")
+    avail, held = available_account(user_id), reserved_account(user_id)
+    # (debit, credit, available delta, reserved delta) for each kind.
+    rules: dict[EntryKind, tuple[str, str, int, int]] = {
+        "grant": (SYSTEM_ISSUED, avail, amount, 0),
+        "reserve": (avail, held, -amount, amount),
+        "capture": (held, SYSTEM_REVENUE, 0, -amount),
+        "release": (held, avail, amount, -amount),
+        "refund": (SYSTEM_REVENUE, avail, amount, 0),
+    }
+    debit, credit, d_available, d_reserved = rules[kind]
+    return Posting(kind, user_id, amount, debit, credit, d_available, d_reserved)
+
+
+class EntryLike(Protocol):
+    @property
+    def amount(self) -> int: ...
+    @property
+    def debit_account(self) -> str: ...
+    @property
+    def credit_account(self) -> str: ...
+
+
+def account_balances(entries: Iterable[EntryLike]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for entry in entries:
+        totals[entry.debit_account] = totals.get(entry.debit_account, 0) - entry.amount
+        totals[entry.credit_account] = totals.get(entry.credit_account, 0) + entry.amount
+    return totals
+
+
+def balances_from_entries(entries: Iterable[EntryLike]) -> dict[str, Balance]:
+    """Every user's available/reserved recomputed from the ledger alone, keyed by user id."""
+    users: dict[str, Balance] = {}
+    for account, total in account_balances(entries).items():
+        scope, _, rest = account.partition(":")
+        if scope != "user":
+            continue
+        user_id, _, bucket = rest.rpartition(":")
+        current = users.get(user_id, Balance())
+        if bucket == "available":
+            users[user_id] = Balance(total, current.reserved)
+        elif bucket == "reserved":
+            users[user_id] = Balance(current.available, total)
+    return users
+
+
+def split_capture(reserved: int, requested: int) -> tuple[int, int]:
+    """(credits captured, credits released): capturing less than reserved frees the rest."""
+    if requested > reserved:
+        raise CaptureExceedsReservation(reserved=reserved, requested=requested)
+    return requested, reserved - requested
+
+
+def parse_seed_credits(spec: str) -> Mapping[str, int]:
+    """'demo-shopper=500, alice=100' -> {'demo-shopper': 500, 'alice': 100}."""
+    seeds: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        user_id, sep, amount = (s.strip() for s in part.partition("="))
+        if not sep or not user_id or not amount.isdigit() or int(amount) <= 0:
+            raise InvalidSeed(f"seed credits entry {part!r} is not user=<positive int>")
+        if user_id in seeds:
+            raise InvalidSeed(f"seed credits name {user_id!r} twice")
+        seeds[user_id] = int(amount)
+    return seeds
+
+
+def checkout_expiry(requested: datetime, now: datetime) -> datetime:
+    """The requested session deadline moved into the window Stripe accepts."""
+    earliest = now + STRIPE_MIN_EXPIRY + EXPIRY_MARGIN
+    latest = now + STRIPE_MAX_EXPIRY - EXPIRY_MARGIN
+    return min(max(requested, earliest), latest)
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def checkout_url(template: str, *, order_id: str) -> str:
+    # Stripe itself fills {CHECKOUT_SESSION_ID}; only our own placeholder is replaced here.
+    return template.replace("{ORDER_ID}", order_id)
+
+
+class PricedLine(Protocol):
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_amount(self) -> int: ...
+
+
+def lines_total(lines: Iterable[PricedLine]) -> int:
+    """What Stripe will charge for these line items, in minor units."""
+    return sum(line.quantity * line.unit_amount for line in lines)

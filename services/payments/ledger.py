@@ -1,0 +1,302 @@
+"""The credit ledger in the database: every balance change is one conditional UPDATE of the cached
+balance plus one ledger entry, in the caller's transaction.
+
+The database, not Python, keeps balances from going negative: a reserve only matches the account
+row while `available >= n`, and CHECK constraints back every column. Idempotency comes from unique
+keys (the entry's `reference`, the reservation's order id) and status-conditional updates, so a
+redelivered or concurrent duplicate either matches nothing or fails and is retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments.domain import (
+    Balance,
+    InsufficientCredits,
+    Posting,
+    ReservationNotCapturable,
+    posting,
+    split_capture,
+)
+from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
+from shared.db import is_postgres
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if is_postgres(session) else sqlite_insert
+
+
+@dataclass(frozen=True)
+class Reservation:
+    order_id: str
+    user_id: str
+    credits: int
+    status: str
+
+
+# --- low-level postings ----------------------------------------------------------------------
+
+
+async def _ensure_account(session: AsyncSession, user_id: str) -> None:
+    stmt = (
+        _insert(session)(CreditAccount)
+        .values(user_id=user_id, available=0, reserved=0, updated_at=_now())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    await session.execute(stmt)
+
+
+async def _move(session: AsyncSession, p: Posting) -> bool:
+    """Applies the posting's deltas to the cached balance; False if a bucket would go negative."""
+    stmt = (
+        update(CreditAccount)
+        .where(CreditAccount.user_id == p.user_id)
+        .values(
+            available=CreditAccount.available + p.available_delta,
+            reserved=CreditAccount.reserved + p.reserved_delta,
+            updated_at=_now(),
+        )
+    )
+    if p.available_delta < 0:
+        stmt = stmt.where(CreditAccount.available >= -p.available_delta)
+    if p.reserved_delta < 0:
+        stmt = stmt.where(CreditAccount.reserved >= -p.reserved_delta)
+    result = await session.execute(stmt)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _write_entry(
+    session: AsyncSession,
+    p: Posting,
+    *,
+    reference: str,
+    trace_id: str,
+    order_id: str | None,
+    skip_duplicate: bool = False,
+    memo: str | None = None,
+) -> bool:
+    stmt = _insert(session)(LedgerEntry).values(
+        user_id=p.user_id,
+        kind=p.kind,
+        amount=p.amount,
+        debit_account=p.debit_account,
+        credit_account=p.credit_account,
+        order_id=order_id,
+        reference=reference,
+        trace_id=trace_id,
+        memo=memo,
+        created_at=_now(),
+    )
+    if skip_duplicate:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["reference"])
+    result = await session.execute(stmt)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _post_internal(
+    session: AsyncSession, p: Posting, *, reference: str, trace_id: str, order_id: str
+) -> None:
+    """A move between a user's own buckets whose gate (a status change) has already passed."""
+    if not await _move(session, p):
+        raise RuntimeError(f"{p.kind} of {p.amount} for {p.user_id} does not fit the balance")
+    await _write_entry(session, p, reference=reference, trace_id=trace_id, order_id=order_id)
+
+
+# --- operations the handlers and routes use --------------------------------------------------
+
+
+async def add_credits(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    credits: int,
+    reference: str,
+    trace_id: str,
+    order_id: str | None = None,
+    kind: Literal["grant", "refund"] = "grant",
+    memo: str | None = None,
+) -> bool:
+    """A grant (or refund) posted once per reference; False when the reference was posted before."""
+    p = posting(kind, user_id, credits)
+    written = await _write_entry(
+        session,
+        p,
+        reference=reference,
+        trace_id=trace_id,
+        order_id=order_id,
+        skip_duplicate=True,
+        memo=memo,
+    )
+    if not written:
+        return False
+    await _ensure_account(session, user_id)
+    await _move(session, p)
+    return True
+
+
+async def reserve(
+    session: AsyncSession, *, user_id: str, order_id: str, credits: int, trace_id: str
+) -> Reservation:
+    """Holds credits for an order; returns the existing reservation when the order has one.
+
+    Raises InsufficientCredits when the conditional update matches no row. Two first-time
+    reservations for one order race to the reservation's primary key: the loser's whole
+    transaction (balance change included) rolls back and its redelivery sees the winner's row.
+    """
+    existing = await reservation_of(session, order_id)
+    if existing is not None:
+        return existing
+    p = posting("reserve", user_id, credits)
+    if not await _move(session, p):
+        raise InsufficientCredits(
+            available=(await balance_of(session, user_id)).available, requested=credits
+        )
+    session.add(
+        CreditReservation(
+            order_id=order_id,
+            user_id=user_id,
+            credits=credits,
+            status="reserved",
+            updated_at=_now(),
+        )
+    )
+    await session.flush()
+    await _write_entry(
+        session, p, reference=f"reserve:{order_id}", trace_id=trace_id, order_id=order_id
+    )
+    return Reservation(order_id, user_id, credits, "reserved")
+
+
+async def _transition(session: AsyncSession, order_id: str, *, to: str) -> tuple[str, int] | None:
+    """reserved -> `to`, only from `reserved`; (user_id, credits) when this call made the change."""
+    stmt = (
+        update(CreditReservation)
+        .where(CreditReservation.order_id == order_id, CreditReservation.status == "reserved")
+        .values(status=to, updated_at=_now())
+        .returning(CreditReservation.user_id, CreditReservation.credits)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_id: str) -> int:
+    """Spends `credits` of the order's reservation and frees the rest; returns credits captured.
+
+    A repeated capture changes nothing and returns what the first one captured.
+    """
+    changed = await _transition(session, order_id, to="captured")
+    if changed is None:
+        current = await reservation_of(session, order_id)
+        if current is None or current.status != "captured":
+            raise ReservationNotCapturable(f"order {order_id} has no reservation to capture")
+        return await _amount_posted(session, f"capture:{order_id}")
+    user_id, reserved = changed
+    captured, freed = split_capture(reserved, credits)
+    await _post_internal(
+        session,
+        posting("capture", user_id, captured),
+        reference=f"capture:{order_id}",
+        trace_id=trace_id,
+        order_id=order_id,
+    )
+    if freed:
+        await _post_internal(
+            session,
+            posting("release", user_id, freed),
+            reference=f"release:{order_id}",
+            trace_id=trace_id,
+            order_id=order_id,
+        )
+    return captured
+
+
+async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_id: str) -> int:
+    """Returns the order's reserved credits to available; the credits released (0 if none).
+
+    With no reservation yet, a released tombstone is written so that a ReserveCredits arriving
+    after its own compensation can no longer hold credits that nobody would ever release.
+    """
+    changed = await _transition(session, order_id, to="released")
+    if changed is not None:
+        owner, credits = changed
+        await _post_internal(
+            session,
+            posting("release", owner, credits),
+            reference=f"release:{order_id}",
+            trace_id=trace_id,
+            order_id=order_id,
+        )
+        return credits
+    current = await reservation_of(session, order_id)
+    if current is None:
+        session.add(
+            CreditReservation(
+                order_id=order_id, user_id=user_id, credits=0, status="released", updated_at=_now()
+            )
+        )
+        await session.flush()
+        return 0
+    return current.credits if current.status == "released" else 0
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+async def reservation_of(session: AsyncSession, order_id: str) -> Reservation | None:
+    row = (
+        await session.execute(
+            select(
+                CreditReservation.order_id,
+                CreditReservation.user_id,
+                CreditReservation.credits,
+                CreditReservation.status,
+            ).where(CreditReservation.order_id == order_id)
+        )
+    ).first()
+    return None if row is None else Reservation(row[0], row[1], row[2], row[3])
+
+
+async def balance_of(session: AsyncSession, user_id: str) -> Balance:
+    row = (
+        await session.execute(
+            select(CreditAccount.available, CreditAccount.reserved).where(
+                CreditAccount.user_id == user_id
+            )
+        )
+    ).first()
+    return Balance() if row is None else Balance(row[0], row[1])
+
+
+async def entry_by_reference(session: AsyncSession, reference: str) -> LedgerEntry | None:
+    return (
+        await session.execute(select(LedgerEntry).where(LedgerEntry.reference == reference))
+    ).scalar_one_or_none()
+
+
+async def _amount_posted(session: AsyncSession, reference: str) -> int:
+    entry = await entry_by_reference(session, reference)
+    return 0 if entry is None else entry.amount
+
+
+async def entries_of(
+    session: AsyncSession, user_id: str, *, after_id: int = 0, limit: int = 100
+) -> list[LedgerEntry]:
+    stmt = (
+        select(LedgerEntry)
+        .where(LedgerEntry.user_id == user_id, LedgerEntry.id > after_id)
+        .order_by(LedgerEntry.id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,366 @@
+"""CreatePaymentSession and ExpirePaymentSession through the real `stripe` SDK against the bundled
+Stripe simulator over HTTP, and the simulator's own signed webhooks fed to our endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import stripe
+import uvicorn
+from payments_support import client, emitted, payments_settings, redeliver, send
+from sqlalchemy import select
+
+from services.payments.bootstrap import build
+from services.payments.models import PaymentSession
+from services.payments.stripe_gateway import StripeGateway
+from services.payments.stripe_sim import app as sim_app
+from services.payments.stripe_sim.config import SimConfig
+from shared.memory_bus import MemoryBus
+from shared.messages.contracts import (
+    CreatePaymentSession,
+    ExpirePaymentSession,
+    PaymentExpired,
+    PaymentLine,
+    PaymentSessionCreated,
+    PaymentSessionFailed,
+    PaymentSucceeded,
+)
+from shared.runtime import ServiceRuntime
+
+SIM_KEY = "sk_test_payments_sim"
+SIM_WEBHOOK_SECRET = "whsec_payments_sim_test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """A uvicorn server on its own thread and event loop."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server thread did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class WebhookRecorder:
+    """Stands where our webhook URL would be: keeps the exact bytes and signature Stripe sent."""
+
+    received: list[tuple[bytes, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send_: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        with self.lock:
+            self.received.append((body, headers.get("stripe-signature", "")))
+        await send_({"type": "http.response.start", "status": 200, "headers": []})
+        await send_({"type": "http.response.body", "body": b"{}"})
+
+    def for_session(self, event_type: str, session_id: str) -> list[tuple[bytes, str]]:
+        with self.lock:
+            received = list(self.received)
+        return [
+            (body, signature)
+            for body, signature in received
+            if (event := json.loads(body))["type"] == event_type
+            and event["data"]["object"]["id"] == session_id
+        ]
+
+
+@dataclass
+class Sim:
+    url: str
+    hooks: WebhookRecorder
+
+
+@pytest.fixture(scope="module")
+def stripe_sim() -> Iterator[Sim]:
+    hooks = WebhookRecorder()
+    with ServerThread(hooks) as receiver:
+        port = free_port()
+        config = SimConfig(
+            webhook_url=f"{receiver.url}/webhooks/stripe",
+            webhook_secret=SIM_WEBHOOK_SECRET,
+            api_key=SIM_KEY,
+            public_url=f"http://127.0.0.1:{port}",
+            webhook_backoff_base_seconds=0.05,
+        )
+        with ServerThread(sim_app.create_app(config), port) as server:
+            yield Sim(server.url, hooks)
+
+
+@pytest_asyncio.fixture
+async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRuntime]:
+    settings = payments_settings(
+        tmp_path,
+        stripe_api_base=stripe_sim.url,
+        stripe_api_key=SIM_KEY,
+        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+    )
+    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+def create_command(
+    order_id: str, *, expires_in: timedelta = timedelta(hours=2)
+) -> CreatePaymentSession:
+    return CreatePaymentSession(
+        order_id=order_id,
+        user_id="shopper-1",
+        currency="EUR",
+        amount_total=2 * 1250 + 499,
+        lines=(
+            PaymentLine(name="Server plan S", quantity=2, unit_amount=1250),
+            PaymentLine(name="Setup job", quantity=1, unit_amount=499),
+        ),
+        expires_at=datetime.now(UTC) + expires_in,
+    )
+
+
+async def stored_session(runtime: ServiceRuntime, order_id: str) -> PaymentSession:
+    async with runtime.sessionmaker() as session:
+        row = (
+            await session.execute(select(PaymentSession).where(PaymentSession.order_id == order_id))
+        ).scalar_one()
+    return row
+
+
+async def retrieve(sim: Sim, session_id: str) -> stripe.checkout.Session:
+    """The session as Stripe holds it, read with a client of the test's own."""
+    http = stripe.HTTPXClient()
+    sdk = stripe.StripeClient(SIM_KEY, base_addresses={"api": sim.url}, http_client=http)
+    try:
+        return await sdk.v1.checkout.sessions.retrieve_async(session_id)
+    finally:
+        await http.close_async()
+
+
+async def webhooks_of(sim: Sim, event_type: str, session_id: str) -> list[tuple[bytes, str]]:
+    for _ in range(200):
+        if found := sim.hooks.for_session(event_type, session_id):
+            return found
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the simulator never sent {event_type} for {session_id}")
+
+
+async def test_a_payment_session_is_created_at_stripe_and_stored(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order = str(uuid.uuid4())
+    envelope = await send(payments_on_sim, create_command(order), trace_id=order)
+
+    [created] = await emitted(payments_on_sim, PaymentSessionCreated.TYPE)
+    session_id = created.payload["session_id"]
+    assert session_id.startswith("cs_test_")
+    assert created.payload["url"].startswith(stripe_sim.url)
+    assert created.correlation_id == order
+    row = await stored_session(payments_on_sim, order)
+    assert (row.session_id, row.status, row.amount_total, row.currency, row.trace_id) == (
+        session_id,
+        "open",
+        2999,
+        "eur",
+        order,
+    )
+
+    at_stripe = await retrieve(stripe_sim, session_id)
+    assert at_stripe.client_reference_id == order
+    assert at_stripe.to_dict()["metadata"] == {"order_id": order, "trace_id": order}
+    assert at_stripe.amount_total == 2999
+    assert str(at_stripe.success_url).startswith(
+        "http://127.0.0.1:8000/checkout/success?order=" + order
+    )
+
+    await redeliver(payments_on_sim, envelope)
+    await send(payments_on_sim, create_command(order), trace_id=order)
+    again = await emitted(payments_on_sim, PaymentSessionCreated.TYPE)
+    assert [e.payload["session_id"] for e in again] == [session_id, session_id]
+
+
+async def test_the_idempotency_key_returns_the_same_session_for_the_same_order(
+    payments_on_sim: ServiceRuntime,
+) -> None:
+    gateway: StripeGateway = payments_on_sim.spec.state["stripe"]
+    order = str(uuid.uuid4())
+    command = create_command(order)
+    expires_at = datetime.now(UTC) + timedelta(hours=3)
+
+    first, second = [
+        await gateway.create_checkout_session(
+            order_id=order,
+            currency=command.currency,
+            lines=command.lines,
+            expires_at=expires_at,
+            success_url="http://shop/ok",
+            cancel_url="http://shop/cancel",
+            metadata={"order_id": order},
+        )
+        for _ in range(2)
+    ]
+
+    assert first.id == second.id
+    assert abs(first.expires_at - expires_at) < timedelta(seconds=1)
+
+
+async def test_a_deadline_too_soon_for_stripe_is_moved_into_its_window(
+    payments_on_sim: ServiceRuntime,
+) -> None:
+    order = str(uuid.uuid4())
+
+    await send(
+        payments_on_sim, create_command(order, expires_in=timedelta(minutes=5)), trace_id=order
+    )
+
+    [created] = await emitted(payments_on_sim, PaymentSessionCreated.TYPE)
+    expires_at = datetime.fromisoformat(created.payload["expires_at"])
+    assert timedelta(minutes=30) < expires_at - datetime.now(UTC) < timedelta(minutes=33)
+
+
+async def test_paying_at_stripe_reaches_payment_succeeded_through_the_signed_webhook(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order = str(uuid.uuid4())
+    await send(payments_on_sim, create_command(order), trace_id=order)
+    session_id = (await stored_session(payments_on_sim, order)).session_id
+
+    async with httpx.AsyncClient() as sim_http:
+        paid = await sim_http.post(f"{stripe_sim.url}/_sim/sessions/{session_id}/pay")
+    assert paid.status_code == 200
+    deliveries = await webhooks_of(stripe_sim, "checkout.session.completed", session_id)
+    async with client(payments_on_sim) as http:
+        for body, signature in deliveries * 2:  # Stripe may deliver an event more than once
+            hook = await http.post(
+                "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+            )
+            assert hook.status_code == 200
+
+    [succeeded] = await emitted(payments_on_sim, PaymentSucceeded.TYPE)
+    at_stripe = await retrieve(stripe_sim, session_id)
+    intent_id = at_stripe.payment_intent
+    assert isinstance(intent_id, str) and intent_id.startswith("pi_")
+    assert succeeded.payload == {
+        "order_id": order,
+        "session_id": session_id,
+        "payment_intent_id": intent_id,
+        "amount": 2999,
+        "currency": "eur",
+    }
+    assert succeeded.correlation_id == order
+    row = await stored_session(payments_on_sim, order)
+    assert (row.status, row.payment_intent_id) == ("complete", intent_id)
+
+
+async def test_a_refused_stripe_call_fails_the_session_without_retrying(
+    tmp_path: Path, stripe_sim: Sim, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = payments_settings(
+        tmp_path,
+        stripe_api_base=stripe_sim.url,
+        stripe_api_key="sk_test_wrong",
+        stripe_max_attempts=3,
+    )
+    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
+    await runtime.start()
+    try:
+        order = str(uuid.uuid4())
+        with caplog.at_level(logging.WARNING, logger="services.payments.stripe"):
+            await send(runtime, create_command(order), trace_id=order)
+        [failed] = await emitted(runtime, PaymentSessionFailed.TYPE)
+    finally:
+        await runtime.stop()
+    assert "AuthenticationError" in failed.payload["reason"]
+    assert "sk_test_wrong" not in failed.payload["reason"] + caplog.text
+    assert "retrying" not in caplog.text
+
+
+async def test_an_unreachable_stripe_fails_the_session_after_bounded_retries(
+    payments: ServiceRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    order = str(uuid.uuid4())
+
+    with caplog.at_level(logging.WARNING, logger="services.payments.stripe"):
+        await send(payments, create_command(order), trace_id=order)
+
+    [failed] = await emitted(payments, PaymentSessionFailed.TYPE)
+    assert "APIConnectionError" in failed.payload["reason"]
+    assert caplog.text.count("retrying") == 1  # stripe_max_attempts=2 in the test settings
+    assert await emitted(payments, PaymentSessionCreated.TYPE) == []
+
+
+async def test_lines_that_do_not_add_up_to_the_total_fail_before_stripe(
+    payments: ServiceRuntime,
+) -> None:
+    order = str(uuid.uuid4())
+    command = create_command(order).model_copy(update={"amount_total": 1})
+
+    await send(payments, command, trace_id=order)
+
+    [failed] = await emitted(payments, PaymentSessionFailed.TYPE)
+    assert failed.payload["reason"].startswith("amount_mismatch")
+
+
+async def test_expiring_a_session_emits_payment_expired_once(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order = str(uuid.uuid4())
+    await send(payments_on_sim, create_command(order), trace_id=order)
+    session_id = (await stored_session(payments_on_sim, order)).session_id
+
+    await send(payments_on_sim, ExpirePaymentSession(order_id=order), trace_id=order)
+    await send(payments_on_sim, ExpirePaymentSession(order_id=order), trace_id=order)
+    [(body, signature)] = await webhooks_of(stripe_sim, "checkout.session.expired", session_id)
+    async with client(payments_on_sim) as http:
+        hook = await http.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+        )
+
+    assert hook.status_code == 200
+    [expired] = await emitted(payments_on_sim, PaymentExpired.TYPE)
+    assert expired.payload == {"order_id": order, "session_id": session_id}
+    assert (await stored_session(payments_on_sim, order)).status == "expired"
+    assert await emitted(payments_on_sim, PaymentSucceeded.TYPE) == []
