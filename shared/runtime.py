@@ -47,6 +47,8 @@ class ServiceSpec:
     routers: Sequence[APIRouter] = ()
     background: Sequence[BackgroundTask] = ()
     on_startup: BackgroundTask | None = None
+    # Closes adapters the service built (HTTP clients, ...) after consumers and tasks stopped.
+    on_shutdown: BackgroundTask | None = None
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -136,6 +138,8 @@ class ServiceRuntime:
         self._tasks.clear()
         if self._owns_bus:
             await self.bus.close()
+        if self.spec.on_shutdown is not None:
+            await self.spec.on_shutdown(self)
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, str]:

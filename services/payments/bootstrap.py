@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -32,10 +31,10 @@ def build(
     gateway: StripeGateway | None = None,
 ) -> ServiceRuntime:
     settings = settings or PaymentsSettings()
-    background: tuple[BackgroundTask, ...] = ()
+    on_shutdown: BackgroundTask | None = None
     if gateway is None:  # a gateway passed in belongs to the caller, who closes it
         gateway = StripeGateway.from_settings(settings)
-        background = (_closes_on_stop(gateway),)
+        on_shutdown = _closes(gateway)
     spec = ServiceSpec(
         name=PAYMENTS,
         settings=settings,
@@ -45,7 +44,7 @@ def build(
         inbox_table=inbox,
         handlers=build_handlers(gateway=gateway, settings=settings),
         routers=(accounts_router, webhook_router),
-        background=background,
+        on_shutdown=on_shutdown,
         on_startup=_seed_credits(settings),
         state={"stripe": gateway},
     )
@@ -75,12 +74,8 @@ def _seed_credits(settings: PaymentsSettings) -> BackgroundTask:
     return seed_credits
 
 
-def _closes_on_stop(gateway: StripeGateway) -> BackgroundTask:
-    # ServiceSpec has no shutdown hook; a task that only waits is cancelled by runtime.stop().
+def _closes(gateway: StripeGateway) -> BackgroundTask:
     async def close_stripe_client(_runtime: ServiceRuntime) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await gateway.aclose()
+        await gateway.aclose()
 
     return close_stripe_client

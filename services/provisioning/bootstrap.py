@@ -46,6 +46,13 @@ def build(
     provisioners: Provisioners | None = None,
 ) -> ServiceRuntime:
     settings = settings or ProvisioningSettings()
+    owned = build_provisioners(settings) if provisioners is None else None
+
+    async def close_provisioners(_runtime: ServiceRuntime) -> None:
+        for provisioner in (owned or {}).values():
+            if isinstance(provisioner, ServerPanelProvisioner):
+                await provisioner.aclose()
+
     spec = ServiceSpec(
         name=PROVISIONING,
         settings=settings,
@@ -53,9 +60,9 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
-        handlers=build_handlers(
-            build_provisioners(settings) if provisioners is None else provisioners
-        ),
+        handlers=build_handlers(owned if owned is not None else provisioners or {}),
         routers=(router,),
+        # Provisioners passed in belong to the caller, who closes them.
+        on_shutdown=close_provisioners,
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

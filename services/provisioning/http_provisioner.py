@@ -49,6 +49,20 @@ class ServerPanelProvisioner:
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        # One pooled client for the process: no TCP/TLS set-up per server provisioned.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=self.timeout_seconds, transport=self.transport
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
         try:
@@ -83,16 +97,14 @@ class ServerPanelProvisioner:
             retry=retry_if_exception_type((PanelUnavailable, *TRANSIENT)),
             reraise=True,
         )
-        async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout_seconds, transport=self.transport
-        ) as client:
-            async for attempt in retrying:
-                with attempt:
-                    response = await client.post(
-                        "/servers", json=body, headers={"Idempotency-Key": item.key}
-                    )
-                    if response.status_code >= 500:
-                        raise PanelUnavailable(response)
+        client = self._http()
+        async for attempt in retrying:
+            with attempt:
+                response = await client.post(
+                    "/servers", json=body, headers={"Idempotency-Key": item.key}
+                )
+                if response.status_code >= 500:
+                    raise PanelUnavailable(response)
         return response
 
 
