@@ -1,4 +1,4 @@
-"""Autogenerate an Alembic revision for one service: `python scripts/make_migration.py orders "msg"`.
+"""Autogenerate a service's Alembic revision: `python scripts/make_migration.py orders "msg"`.
 
 Runs the existing revisions on a throwaway SQLite file, then diffs the models against it.
 """

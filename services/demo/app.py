@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -25,6 +26,7 @@ from services.provisioning.settings import ProvisioningSettings
 from shared.auth import issue_token
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
+from shared.settings import ServiceSettings
 
 DEMO_JWT_SECRET = "demo-only-jwt-secret-not-for-production"
 DEMO_WEBHOOK_SECRET = "whsec_demo_secret"
@@ -32,6 +34,8 @@ DEMO_STRIPE_KEY = "sk_test_demo"
 SHOPPER = "demo-shopper"
 OPERATOR = "demo-operator"
 SHOPPER_CREDITS = 1000
+
+S = TypeVar("S", bound=ServiceSettings)
 
 
 @dataclass
@@ -49,35 +53,34 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
     secret = SecretStr(DEMO_JWT_SECRET)
     bus = MemoryBus()
 
-    def db(name: str) -> str:
-        return f"sqlite+aiosqlite:///{data_dir / name}.db"
+    def embedded(settings_class: type[S], name: str, **fields: Any) -> S:
+        return settings_class(
+            database_url=f"sqlite+aiosqlite:///{data_dir / name}.db",
+            broker_url="memory://",
+            jwt_secret=secret,
+            log_json=False,
+            **fields,
+        )
 
-    common = {"broker_url": "memory://", "jwt_secret": secret, "log_json": False}
     runtimes = {
-        "cart": build_cart(
-            CartSettings(database_url=db("cart"), **common), bus=bus, auto_migrate=True
-        ),
-        "orders": build_orders(
-            OrdersSettings(database_url=db("orders"), **common), bus=bus, auto_migrate=True
-        ),
+        "cart": build_cart(embedded(CartSettings, "cart"), bus=bus, auto_migrate=True),
+        "orders": build_orders(embedded(OrdersSettings, "orders"), bus=bus, auto_migrate=True),
         "payments": build_payments(
-            PaymentsSettings(
-                database_url=db("payments"),
+            embedded(
+                PaymentsSettings,
+                "payments",
                 stripe_api_key=SecretStr(DEMO_STRIPE_KEY),
                 stripe_webhook_secret=SecretStr(DEMO_WEBHOOK_SECRET),
                 stripe_api_base=f"{base}/stripe",
                 checkout_success_url=f"{base}/done?order={{ORDER_ID}}&session={{CHECKOUT_SESSION_ID}}",
                 checkout_cancel_url=f"{base}/cancelled?order={{ORDER_ID}}",
                 seed_credits=f"{SHOPPER}={SHOPPER_CREDITS}",
-                **common,
             ),
             bus=bus,
             auto_migrate=True,
         ),
         "provisioning": build_provisioning(
-            ProvisioningSettings(
-                database_url=db("provisioning"), panel_url=f"{base}/panel", **common
-            ),
+            embedded(ProvisioningSettings, "provisioning", panel_url=f"{base}/panel"),
             bus=bus,
             auto_migrate=True,
         ),
