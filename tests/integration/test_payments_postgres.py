@@ -74,7 +74,10 @@ async def wait_for_lock_waiters(runtime: ServiceRuntime, count: int) -> None:
     )
     async with runtime.engine.connect() as conn:
         for _ in range(200):
-            if (await conn.execute(query)).scalar_one() >= count:
+            waiting = (await conn.execute(query)).scalar_one()
+            # PostgreSQL snapshots pg_stat_activity until the transaction ends; end it per look.
+            await conn.rollback()
+            if waiting >= count:
                 return
             await asyncio.sleep(0.025)
     raise AssertionError(f"{count} writers never queued on the row lock")
