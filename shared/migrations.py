@@ -10,7 +10,7 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine
@@ -58,6 +58,12 @@ async def upgrade_to_head(engine: AsyncEngine, migrations_dir: Path) -> None:
     cfg = alembic_config(migrations_dir)
 
     def _upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # Replicas (or init containers) migrating at once: the first upgrades, the others
+            # wait here and then find the schema at head. Released when the transaction ends.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": str(migrations_dir)}
+            )
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
