@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -63,6 +65,12 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def upsert_insert(session: AsyncSession) -> Any:
+    """The dialect's `insert` construct, which has `on_conflict_do_nothing` / `_do_update`
+    (plain SQLAlchemy `insert` has neither, and the two dialects spell the same SQL)."""
+    return pg_insert if is_postgres(session) else sqlite_insert
 
 
 def is_postgres(session_or_engine: AsyncSession | AsyncEngine) -> bool:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import is_postgres
+from shared.db import upsert_insert
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -38,7 +36,7 @@ async def claim(
     ON CONFLICT DO NOTHING rather than read-then-insert: a concurrent duplicate waits on the first
     one's row lock and then sees the conflict, so two replicas can never both apply it.
     """
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = upsert_insert(session)
     stmt = (
         insert(table)
         .values(

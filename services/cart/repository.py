@@ -8,13 +8,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.domain import LineItem
 from services.cart.models import Cart, CartLine, CatalogueItem, Checkout
-from shared.db import is_postgres
+from shared.db import upsert_insert
 
 
 def _now() -> datetime:
@@ -38,7 +36,7 @@ async def get_item(session: AsyncSession, item_id: str) -> CatalogueItem | None:
 
 
 async def upsert_item(session: AsyncSession, *, item_id: str, values: dict[str, Any]) -> None:
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = upsert_insert(session)
     now = _now()
     stmt = insert(CatalogueItem).values(id=item_id, created_at=now, updated_at=now, **values)
     await session.execute(
@@ -48,7 +46,7 @@ async def upsert_item(session: AsyncSession, *, item_id: str, values: dict[str, 
 
 async def insert_items_if_missing(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Seeds rows; a replica starting at the same moment makes this a no-op, not a failure."""
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = upsert_insert(session)
     now = _now()
     for row in rows:
         stmt = insert(CatalogueItem).values(**row, created_at=now, updated_at=now)
@@ -142,7 +140,7 @@ async def touch_open_cart(session: AsyncSession, cart_id: str) -> bool:
 
 
 async def set_line(session: AsyncSession, *, cart_id: str, item_id: str, quantity: int) -> None:
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = upsert_insert(session)
     stmt = insert(CartLine).values(cart_id=cart_id, item_id=item_id, quantity=quantity)
     await session.execute(
         stmt.on_conflict_do_update(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import (
@@ -27,15 +25,11 @@ from services.payments.domain import (
     split_capture,
 )
 from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
-from shared.db import is_postgres
+from shared.db import upsert_insert
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if is_postgres(session) else sqlite_insert
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,7 @@ class Reservation:
 
 async def _ensure_account(session: AsyncSession, user_id: str) -> None:
     stmt = (
-        _insert(session)(CreditAccount)
+        upsert_insert(session)(CreditAccount)
         .values(user_id=user_id, available=0, reserved=0, updated_at=_now())
         .on_conflict_do_nothing(index_elements=["user_id"])
     )
@@ -87,7 +81,7 @@ async def _write_entry(
     skip_duplicate: bool = False,
     memo: str | None = None,
 ) -> bool:
-    stmt = _insert(session)(LedgerEntry).values(
+    stmt = upsert_insert(session)(LedgerEntry).values(
         user_id=p.user_id,
         kind=p.kind,
         amount=p.amount,

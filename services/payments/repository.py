@@ -7,21 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.models import PaymentSession, StripeEvent
 from services.payments.stripe_gateway import CheckoutSession
-from shared.db import is_postgres
+from shared.db import upsert_insert
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if is_postgres(session) else sqlite_insert
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,7 @@ async def record_event(session: AsyncSession, *, event_id: str, type_: str, payl
     """True when the event is new. ON CONFLICT, not read-then-insert: a concurrent duplicate
     delivery waits on the first one's row and then finds it, so only one applies the effect."""
     stmt = (
-        _insert(session)(StripeEvent)
+        upsert_insert(session)(StripeEvent)
         .values(event_id=event_id, type=type_, payload=payload, received_at=_now())
         .on_conflict_do_nothing(index_elements=["event_id"])
     )

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from services.provisioning.domain import JobLine
 from services.provisioning.models import Entitlement, Job, JobItem
-from shared.db import is_postgres
-
-
-def _insert(session: AsyncSession) -> Callable[[Any], Any]:
-    """The dialect's INSERT, for ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike."""
-    return pg_insert if is_postgres(session) else sqlite_insert
+from shared.db import upsert_insert
 
 
 async def create_job(
@@ -38,7 +30,7 @@ async def create_job(
     """
     job_id = uuid.uuid4()
     stmt = (
-        _insert(session)(Job)
+        upsert_insert(session)(Job)
         .values(
             id=job_id,
             order_id=order_id,
@@ -93,7 +85,7 @@ async def add_entitlement(
 ) -> None:
     """Idempotent on (order_id, line_no): a second grant for the same line is a no-op."""
     stmt = (
-        _insert(session)(Entitlement)
+        upsert_insert(session)(Entitlement)
         .values(
             id=uuid.uuid4(),
             user_id=user_id,
