@@ -16,6 +16,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.CreditsRejected,
         c.CreditsCaptured,
         c.CreditsReleased,
+        c.CreditsRefunded,
         c.JobCreated,
         c.JobRejected,
         c.JobCancelled,

@@ -129,6 +129,27 @@ class CreditsReleased(Event):
     credits: int
 
 
+class RefundCredits(Command):
+    """Gives back captured credits of items that were not delivered; `refund_key` makes it once."""
+
+    TYPE = "payments.refund_credits"
+    TARGET = PAYMENTS
+
+    order_id: str
+    user_id: str
+    refund_key: str
+    credits: int = Field(gt=0)
+    reason: str
+
+
+class CreditsRefunded(Event):
+    TYPE = "payments.credits_refunded"
+
+    order_id: str
+    refund_key: str
+    credits: int
+
+
 class GrantCredits(Command):
     """Adds credits to an account; `grant_id` makes a repeated grant a no-op."""
 
