@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from services.orders import repository
-from services.orders.models import Order
-from shared.auth import Principal, Shopper
-from shared.errors import not_found
+from services.orders.models import Order, SagaInstance
+from services.orders.saga import cancel
+from services.orders.saga_state import Step, Timing
+from services.orders.saga_store import apply_decision, state_of
+from shared.auth import Operator, Principal, Shopper
+from shared.errors import ApiError, not_found
+from shared.messages import Contract
 from shared.runtime import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["orders"])
@@ -95,3 +101,67 @@ async def get_order(order_id: str, principal: Shopper, runtime: Runtime) -> Orde
 async def my_orders(principal: Shopper, runtime: Runtime) -> list[OrderOut]:
     async with runtime.sessionmaker() as session:
         return [OrderOut.of(o) for o in await repository.orders_of(session, principal.user_id)]
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderOut)
+async def cancel_order(order_id: str, principal: Shopper, runtime: Runtime) -> OrderOut:
+    """The shopper walks away before paying: everything done so far is undone."""
+    timing: Timing = runtime.spec.state["timing"]
+    for _ in range(3):
+        try:
+            async with runtime.transaction() as session:
+                _visible(await session.get(Order, order_id), principal)
+                saga = await session.get(SagaInstance, order_id)
+                if saga is None:
+                    raise not_found("order")
+                now = datetime.now(UTC)
+                decision = cancel(
+                    state_of(saga), reason="cancelled by the shopper", now=now, timing=timing
+                )
+                if decision is None:
+                    raise ApiError(
+                        409, "order_not_cancellable", "payment was taken or the order is finished"
+                    )
+
+                async def emit(message: Contract) -> None:
+                    await runtime.outbox.emit(session, message, correlation_id=order_id)
+
+                await apply_decision(session, saga, decision, now=now, emit=emit)
+            break
+        except StaleDataError:
+            continue  # a reply moved the saga at the same moment: decide again on the new state
+    else:
+        raise ApiError(409, "order_busy", "the order is changing right now; try again")
+    return await get_order(order_id, principal, runtime)
+
+
+class StuckSagaOut(BaseModel):
+    order_id: str
+    step: str
+    deadline_at: datetime | None
+    updated_at: datetime
+    attempts: int
+
+
+@router.get("/operator/sagas/stuck", response_model=list[StuckSagaOut])
+async def stuck_sagas(_operator: Operator, runtime: Runtime) -> list[StuckSagaOut]:
+    """Sagas past their step deadline: the scheduler is acting on them, or something is wrong."""
+    now = datetime.now(UTC)
+    query = (
+        select(SagaInstance)
+        .where(SagaInstance.step != Step.DONE.value, SagaInstance.deadline_at < now)
+        .order_by(SagaInstance.deadline_at)
+        .limit(200)
+    )
+    async with runtime.sessionmaker() as session:
+        sagas = (await session.execute(query)).scalars().all()
+    return [
+        StuckSagaOut(
+            order_id=s.id,
+            step=s.step,
+            deadline_at=s.deadline_at,
+            updated_at=s.updated_at,
+            attempts=state_of(s).attempts,
+        )
+        for s in sagas
+    ]

@@ -6,9 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from services.orders import api
+from services.orders.deadlines import deadline_scheduler
 from services.orders.handlers import build_handlers
 from services.orders.models import Base, inbox, outbox
-from services.orders.saga import Timing
+from services.orders.saga_state import Timing
 from services.orders.settings import OrdersSettings
 from shared.bus import Bus
 from shared.messages.contracts import ORDERS
@@ -21,7 +22,13 @@ def build(
     settings: OrdersSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
 ) -> ServiceRuntime:
     settings = settings or OrdersSettings()
-    timing = Timing(payment_window=timedelta(seconds=settings.payment_window_seconds))
+    timing = Timing(
+        payment_window=timedelta(seconds=settings.payment_window_seconds),
+        step_timeout=timedelta(seconds=settings.step_timeout_seconds),
+        provisioning_timeout=timedelta(seconds=settings.provisioning_timeout_seconds),
+        payment_grace=timedelta(seconds=settings.payment_grace_seconds),
+        max_attempts=settings.provisioning_max_attempts,
+    )
     spec = ServiceSpec(
         name=ORDERS,
         settings=settings,
@@ -31,5 +38,7 @@ def build(
         inbox_table=inbox,
         handlers=build_handlers(timing),
         routers=[api.router],
+        background=[deadline_scheduler(timing, interval_seconds=settings.deadline_poll_seconds)],
+        state={"timing": timing},
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

@@ -1,102 +1,32 @@
-"""The checkout saga as a pure state machine: (state, reply) -> (new state, messages to send).
+"""The checkout saga as a pure state machine: (state, input) -> decision. No I/O here.
 
-No I/O here. `handlers.py` loads the saga row, calls `start` or `react`, stores the new state
-and writes the messages to the outbox in one transaction.
+Inputs are replies from the services (`react`), the step's deadline passing (`on_deadline`) and
+the shopper cancelling (`cancel`). `handlers.py` and `deadlines.py` load the saga row, call one of
+these, store the new state and write the decision's messages to the outbox in one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from services.orders.refunds import share_of_failed
+from services.orders.saga_state import (
+    CANCELLABLE,
+    Decision,
+    OrderStatus,
+    SagaState,
+    Step,
+    Timing,
+)
 from shared.messages import Contract
 from shared.messages import contracts as c
 
-
-class Step(StrEnum):
-    RESERVING_CREDITS = "reserving_credits"
-    CREATING_JOB = "creating_job"
-    CREATING_PAYMENT_SESSION = "creating_payment_session"
-    AWAITING_PAYMENT = "awaiting_payment"
-    CAPTURING_CREDITS = "capturing_credits"
-    PROVISIONING = "provisioning"
-    COMPENSATING = "compensating"
-    DONE = "done"
+__all__ = ["REPLY_TYPES", "Decision", "OrderStatus", "SagaState", "Step", "Timing"]
 
 
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    AWAITING_PAYMENT = "awaiting_payment"
-    PAID = "paid"
-    PROVISIONING = "provisioning"
-    COMPLETED = "completed"
-    PARTIALLY_COMPLETED = "partially_completed"
-    COMPENSATING = "compensating"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-
-
-TERMINAL = frozenset(
-    {
-        OrderStatus.COMPLETED,
-        OrderStatus.PARTIALLY_COMPLETED,
-        OrderStatus.CANCELLED,
-        OrderStatus.REFUNDED,
-    }
-)
-
-
-class SagaState(BaseModel):
-    """Everything the saga remembers between replies; stored as JSON in the saga row."""
-
-    model_config = ConfigDict(frozen=True)
-
-    order_id: str
-    cart_id: str
-    user_id: str
-    currency: str
-    lines: tuple[c.CheckoutLine, ...]
-    money_total: int
-    credits_total: int
-    step: Step
-    status: OrderStatus
-    credits_reserved: bool = False
-    credits_captured: bool = False
-    job_id: str | None = None
-    payment_session_id: str | None = None
-    payment_url: str | None = None
-    payment_deadline: datetime | None = None
-    payment_intent_id: str | None = None
-    amount_paid: int = 0
-    # Replies the compensation still waits for, by message type.
-    awaiting: tuple[str, ...] = ()
-    cancel_reason: str | None = None
-    results: tuple[c.ItemResult, ...] = ()
-
-    def evolve(self, **changes: object) -> SagaState:
-        return self.model_copy(update=changes)
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: SagaState
-    send: tuple[Contract, ...] = ()
-    # The order status changes this decision makes, in order, each with its reason.
-    changes: tuple[tuple[OrderStatus, str], ...] = ()
-    ignored: bool = False
-
-
-@dataclass(frozen=True)
-class Timing:
-    payment_window: timedelta = field(default=timedelta(hours=1))
-
-
-def start(checkout: c.CheckoutRequested) -> Decision:
+def start(checkout: c.CheckoutRequested, *, now: datetime, timing: Timing) -> Decision:
     state = SagaState(
         order_id=checkout.checkout_id,
         cart_id=checkout.cart_id,
@@ -110,16 +40,12 @@ def start(checkout: c.CheckoutRequested) -> Decision:
     )
     if state.credits_total > 0:
         return Decision(
-            state,
-            (
-                c.ReserveCredits(
-                    order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
-                ),
-            ),
+            _goto(state, Step.RESERVING_CREDITS, now, timing),
+            (_reserve(state),),
             changes=((OrderStatus.PENDING, "checkout requested"),),
         )
     return Decision(
-        state.evolve(step=Step.CREATING_JOB),
+        _goto(state, Step.CREATING_JOB, now, timing),
         (_create_job(state),),
         changes=((OrderStatus.PENDING, "checkout requested (no credits to reserve)"),),
     )
@@ -127,154 +53,208 @@ def start(checkout: c.CheckoutRequested) -> Decision:
 
 def react(state: SagaState, reply: Contract, *, now: datetime, timing: Timing) -> Decision:
     """Apply one reply. A reply that does not fit the current step changes nothing."""
-    handler = _REACTIONS.get(type(reply))
-    if handler is None:
+    reaction = _REACTIONS.get(type(reply))
+    if reaction is None:
         return _ignore(state)
-    return handler(state, reply, now, timing)
+    return reaction(state, reply, now, timing)
+
+
+def cancel(state: SagaState, *, reason: str, now: datetime, timing: Timing) -> Decision | None:
+    """The shopper cancels; None when it is too late (payment taken or the saga is over)."""
+    if state.step not in CANCELLABLE:
+        return None
+    return _compensate(state, reason, now, timing, uncertain=True)
+
+
+def on_deadline(state: SagaState, *, now: datetime, timing: Timing) -> Decision:
+    """The current step's reply did not come in time."""
+    if state.deadline is None or now < state.deadline or state.step is Step.DONE:
+        return _ignore(state)
+    step = state.step
+    if step in CANCELLABLE:
+        why = (
+            "payment not received in time" if step is Step.AWAITING_PAYMENT else f"{step} timed out"
+        )
+        return _compensate(state, why, now, timing, uncertain=True)
+    retried = _goto(state, step, now, timing).evolve(attempts=state.attempts + 1)
+    if step is Step.CAPTURING_CREDITS:
+        # Credits are reserved: capturing cannot fail, it can only be late. Ask again.
+        return Decision(retried, (_capture(state),))
+    if step is Step.PROVISIONING:
+        if state.attempts + 1 < timing.max_attempts:
+            return Decision(retried, (c.ProvisionOrder(order_id=state.order_id),))
+        failed = tuple(line.line_no for line in state.lines)
+        return _refund_failed(
+            state.evolve(results=()),
+            failed,
+            "provisioning did not answer",
+            now,
+            timing,
+            extra=(c.CancelJob(order_id=state.order_id, reason="provisioning did not answer"),),
+        )
+    # Compensating or refunding: every command is idempotent, so re-send what is still owed.
+    return Decision(retried, _owed(state))
 
 
 # --- reactions, one per reply type -----------------------------------------------------------
 
 
-def _on_credits_reserved(
-    state: SagaState, _r: c.CreditsReserved, _now: datetime, _t: Timing
-) -> Decision:
+def _on_credits_reserved(state: SagaState, _r: Any, now: datetime, timing: Timing) -> Decision:
     if state.step is not Step.RESERVING_CREDITS:
         return _ignore(state)
-    return Decision(
-        state.evolve(step=Step.CREATING_JOB, credits_reserved=True), (_create_job(state),)
-    )
+    reserved = _goto(state, Step.CREATING_JOB, now, timing).evolve(credits_reserved=True)
+    return Decision(reserved, (_create_job(state),))
 
 
 def _on_credits_rejected(
-    state: SagaState, r: c.CreditsRejected, _now: datetime, _t: Timing
+    state: SagaState, r: c.CreditsRejected, now: datetime, timing: Timing
 ) -> Decision:
     if state.step is not Step.RESERVING_CREDITS:
         return _ignore(state)
-    return _cancel(
-        state, f"{r.reason}: {state.credits_total} credits needed, {r.available} available"
-    )
+    why = f"{r.reason}: {state.credits_total} credits needed, {r.available} available"
+    return _cancel(state, why)
 
 
 def _on_job_created(state: SagaState, r: c.JobCreated, now: datetime, timing: Timing) -> Decision:
+    if state.step in (Step.COMPENSATING, Step.DONE) and state.status is not OrderStatus.COMPLETED:
+        # The job was made after the saga gave up on it: cancel it too.
+        return Decision(state, (c.CancelJob(order_id=state.order_id, reason="order cancelled"),))
     if state.step is not Step.CREATING_JOB:
         return _ignore(state)
     state = state.evolve(job_id=r.job_id)
-    if state.money_total > 0:
-        deadline = now + timing.payment_window
-        command = c.CreatePaymentSession(
-            order_id=state.order_id,
-            user_id=state.user_id,
-            currency=state.currency,
-            amount_total=state.money_total,
-            lines=tuple(
-                c.PaymentLine(name=line.name, quantity=line.quantity, unit_amount=line.unit_price)
-                for line in state.lines
-                if line.paid_with == "money"
-            ),
-            expires_at=deadline,
-        )
-        return Decision(
-            state.evolve(step=Step.CREATING_PAYMENT_SESSION, payment_deadline=deadline), (command,)
-        )
-    return _after_payment(state, "paid with credits")
+    if state.money_total == 0:
+        return _after_payment(state, "paid with credits", now, timing)
+    deadline = now + timing.payment_window
+    command = c.CreatePaymentSession(
+        order_id=state.order_id,
+        user_id=state.user_id,
+        currency=state.currency,
+        amount_total=state.money_total,
+        lines=tuple(
+            c.PaymentLine(name=line.name, quantity=line.quantity, unit_amount=line.unit_price)
+            for line in state.lines
+            if line.paid_with == "money"
+        ),
+        expires_at=deadline,
+    )
+    waiting = _goto(
+        state.evolve(payment_deadline=deadline), Step.CREATING_PAYMENT_SESSION, now, timing
+    )
+    return Decision(waiting, (command,))
 
 
-def _on_job_rejected(state: SagaState, r: c.JobRejected, _now: datetime, _t: Timing) -> Decision:
+def _on_job_rejected(state: SagaState, r: c.JobRejected, now: datetime, timing: Timing) -> Decision:
     if state.step is not Step.CREATING_JOB:
         return _ignore(state)
-    return _compensate(state, f"job rejected: {r.reason}")
+    return _compensate(state, f"job rejected: {r.reason}", now, timing)
 
 
 def _on_session_created(
-    state: SagaState, r: c.PaymentSessionCreated, _now: datetime, _t: Timing
+    state: SagaState, r: c.PaymentSessionCreated, now: datetime, timing: Timing
 ) -> Decision:
+    if state.step in (Step.COMPENSATING, Step.DONE):
+        # Made after the saga gave up: close it so nobody can pay into a cancelled order.
+        return Decision(
+            state.evolve(payment_session_id=r.session_id),
+            (c.ExpirePaymentSession(order_id=state.order_id),),
+        )
     if state.step is not Step.CREATING_PAYMENT_SESSION:
         return _ignore(state)
+    waiting = state.evolve(
+        status=OrderStatus.AWAITING_PAYMENT,
+        payment_session_id=r.session_id,
+        payment_url=r.url,
+        payment_deadline=r.expires_at,
+    )
     return Decision(
-        state.evolve(
-            step=Step.AWAITING_PAYMENT,
-            status=OrderStatus.AWAITING_PAYMENT,
-            payment_session_id=r.session_id,
-            payment_url=r.url,
-            payment_deadline=r.expires_at,
-        ),
+        _goto(waiting, Step.AWAITING_PAYMENT, now, timing),
         changes=((OrderStatus.AWAITING_PAYMENT, "payment session created"),),
     )
 
 
 def _on_session_failed(
-    state: SagaState, r: c.PaymentSessionFailed, _now: datetime, _t: Timing
+    state: SagaState, r: c.PaymentSessionFailed, now: datetime, timing: Timing
 ) -> Decision:
     if state.step is not Step.CREATING_PAYMENT_SESSION:
         return _ignore(state)
-    return _compensate(state, f"payment session failed: {r.reason}")
+    return _compensate(state, f"payment session failed: {r.reason}", now, timing)
 
 
 def _on_payment_succeeded(
-    state: SagaState, r: c.PaymentSucceeded, _now: datetime, _t: Timing
+    state: SagaState, r: c.PaymentSucceeded, now: datetime, timing: Timing
 ) -> Decision:
+    paid = state.evolve(
+        payment_session_id=r.session_id, payment_intent_id=r.payment_intent_id, amount_paid=r.amount
+    )
+    if state.step in (Step.COMPENSATING, Step.DONE):
+        if state.status is not OrderStatus.CANCELLED and state.step is Step.DONE:
+            return _ignore(state)
+        if state.amount_paid:  # this payment is already known (a second copy)
+            return _ignore(state)
+        return _refund_late_payment(paid, now, timing)
     # The webhook's event may overtake the session-created reply on a busy queue.
     if state.step not in (Step.CREATING_PAYMENT_SESSION, Step.AWAITING_PAYMENT):
         return _ignore(state)
-    paid = state.evolve(
-        payment_session_id=r.session_id,
-        payment_intent_id=r.payment_intent_id,
-        amount_paid=r.amount,
-    )
-    return _after_payment(paid, "payment succeeded")
+    return _after_payment(paid, "payment succeeded", now, timing)
 
 
 def _on_payment_ended(
-    state: SagaState, r: c.PaymentFailed | c.PaymentExpired, _now: datetime, _t: Timing
+    state: SagaState, r: c.PaymentFailed | c.PaymentExpired, now: datetime, timing: Timing
 ) -> Decision:
     if state.step not in (Step.CREATING_PAYMENT_SESSION, Step.AWAITING_PAYMENT):
         return _ignore(state)
     why = r.reason if isinstance(r, c.PaymentFailed) else "payment session expired"
-    return _compensate(state.evolve(payment_session_id=None), f"payment not made: {why}")
+    # The session is over already: nothing to expire.
+    ended = state.evolve(payment_session_id=None)
+    return _compensate(ended, f"payment not made: {why}", now, timing)
 
 
-def _on_credits_captured(
-    state: SagaState, _r: c.CreditsCaptured, _now: datetime, _t: Timing
-) -> Decision:
+def _on_credits_captured(state: SagaState, _r: Any, now: datetime, timing: Timing) -> Decision:
     if state.step is not Step.CAPTURING_CREDITS:
         return _ignore(state)
-    provisioning = state.evolve(
-        step=Step.PROVISIONING, status=OrderStatus.PROVISIONING, credits_captured=True
-    )
+    captured = state.evolve(status=OrderStatus.PROVISIONING, credits_captured=True)
     return Decision(
-        provisioning,
+        _goto(captured, Step.PROVISIONING, now, timing),
         (c.ProvisionOrder(order_id=state.order_id),),
         changes=((OrderStatus.PROVISIONING, "credits captured"),),
     )
 
 
 def _on_order_provisioned(
-    state: SagaState, r: c.OrderProvisioned, _now: datetime, _t: Timing
+    state: SagaState, r: c.OrderProvisioned, now: datetime, timing: Timing
 ) -> Decision:
     if state.step is not Step.PROVISIONING:
         return _ignore(state)
-    failed = [result for result in r.results if result.status == "failed"]
-    status = OrderStatus.PARTIALLY_COMPLETED if failed else OrderStatus.COMPLETED
-    reason = (
-        f"{len(failed)} of {len(r.results)} items could not be provisioned"
-        if failed
-        else "all items provisioned"
-    )
-    done = state.evolve(step=Step.DONE, status=status, results=r.results)
-    outcome = c.OrderCompleted(order_id=state.order_id, cart_id=state.cart_id, status=status.value)
-    return Decision(done, (outcome,), changes=((status, reason),))
+    state = state.evolve(results=r.results)
+    failed = tuple(result.line_no for result in r.results if result.status == "failed")
+    if failed:
+        why = f"{len(failed)} of {len(r.results)} items could not be provisioned"
+        return _refund_failed(state, failed, why, now, timing)
+    return _finish(state, OrderStatus.COMPLETED, "all items provisioned")
 
 
-def _on_compensated(
-    state: SagaState, r: c.CreditsReleased | c.JobCancelled, _now: datetime, _t: Timing
+def _on_provisioning_failed(
+    state: SagaState, r: c.ProvisioningFailed, now: datetime, timing: Timing
 ) -> Decision:
-    if state.step is not Step.COMPENSATING or r.TYPE not in state.awaiting:
+    if state.step is not Step.PROVISIONING:
+        return _ignore(state)
+    failed = tuple(line.line_no for line in state.lines)
+    return _refund_failed(state, failed, f"provisioning failed: {r.reason}", now, timing)
+
+
+def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) -> Decision:
+    """A compensation or refund confirmed; once nothing is owed, the order reaches its end."""
+    if state.step not in (Step.COMPENSATING, Step.REFUNDING) or r.TYPE not in state.awaiting:
         return _ignore(state)
     waiting = tuple(t for t in state.awaiting if t != r.TYPE)
     if waiting:
         return Decision(state.evolve(awaiting=waiting))
-    return _cancel(state.evolve(awaiting=()), state.cancel_reason or "compensated")
+    done = state.evolve(awaiting=())
+    if state.step is Step.COMPENSATING and state.refund_money == 0:
+        return _cancel(done, state.cancel_reason or "compensated")
+    final = state.after_refund or OrderStatus.REFUNDED
+    refunded = f"refunded {state.refund_money} {state.currency} and {state.refund_credits} credits"
+    return _finish(done, final, refunded)
 
 
 Reaction = Callable[[SagaState, Any, datetime, Timing], Decision]
@@ -291,8 +271,11 @@ _REACTIONS: dict[type[Contract], Reaction] = {
     c.PaymentExpired: _on_payment_ended,
     c.CreditsCaptured: _on_credits_captured,
     c.OrderProvisioned: _on_order_provisioned,
-    c.CreditsReleased: _on_compensated,
-    c.JobCancelled: _on_compensated,
+    c.ProvisioningFailed: _on_provisioning_failed,
+    c.CreditsReleased: _on_awaited,
+    c.JobCancelled: _on_awaited,
+    c.PaymentRefunded: _on_awaited,
+    c.CreditsRefunded: _on_awaited,
 }
 
 REPLY_TYPES: tuple[type[Contract], ...] = tuple(_REACTIONS)
@@ -305,57 +288,189 @@ def _ignore(state: SagaState) -> Decision:
     return Decision(state, ignored=True)
 
 
+def _goto(state: SagaState, step: Step, now: datetime, timing: Timing) -> SagaState:
+    if step is Step.AWAITING_PAYMENT and state.payment_deadline is not None:
+        deadline = state.payment_deadline + timing.payment_grace
+    elif step is Step.PROVISIONING:
+        deadline = now + timing.provisioning_timeout
+    else:
+        deadline = now + timing.step_timeout
+    return state.evolve(step=step, deadline=deadline, attempts=0)
+
+
+def _reserve(state: SagaState) -> c.ReserveCredits:
+    return c.ReserveCredits(
+        order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
+    )
+
+
+def _capture(state: SagaState) -> c.CaptureCredits:
+    return c.CaptureCredits(
+        order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
+    )
+
+
 def _create_job(state: SagaState) -> c.CreateJob:
     return c.CreateJob(order_id=state.order_id, user_id=state.user_id, lines=state.lines)
 
 
-def _after_payment(state: SagaState, reason: str) -> Decision:
+def _after_payment(state: SagaState, reason: str, now: datetime, timing: Timing) -> Decision:
     paid = state.evolve(status=OrderStatus.PAID)
     if state.credits_total > 0:
         return Decision(
-            paid.evolve(step=Step.CAPTURING_CREDITS),
-            (
-                c.CaptureCredits(
-                    order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
-                ),
-            ),
+            _goto(paid, Step.CAPTURING_CREDITS, now, timing),
+            (_capture(state),),
             changes=((OrderStatus.PAID, reason),),
         )
     return Decision(
-        paid.evolve(step=Step.PROVISIONING, status=OrderStatus.PROVISIONING),
+        _goto(paid.evolve(status=OrderStatus.PROVISIONING), Step.PROVISIONING, now, timing),
         (c.ProvisionOrder(order_id=state.order_id),),
         changes=((OrderStatus.PAID, reason), (OrderStatus.PROVISIONING, "provisioning started")),
     )
 
 
-def _compensate(state: SagaState, reason: str) -> Decision:
-    """Undo completed steps in reverse order: job, then credits. Nothing was charged yet."""
+def _compensate(
+    state: SagaState, reason: str, now: datetime, timing: Timing, *, uncertain: bool = False
+) -> Decision:
+    """Undo what is done, in reverse order: payment session, job, credits. Nothing was charged.
+
+    `uncertain`: the current step's command may or may not have been applied (a timeout or the
+    shopper cancelling while it is in flight), so undo it too; every undo is a no-op on nothing.
+    """
+    step = state.step
     send: list[Contract] = []
     awaiting: list[str] = []
-    if state.job_id is not None:
+    if state.payment_session_id is not None or (
+        uncertain and step is Step.CREATING_PAYMENT_SESSION
+    ):
+        # Fire and forget: a payment that still gets through is refunded when it is reported.
+        send.append(c.ExpirePaymentSession(order_id=state.order_id))
+    if state.job_id is not None or (uncertain and step is Step.CREATING_JOB):
         send.append(c.CancelJob(order_id=state.order_id, reason=reason))
         awaiting.append(c.JobCancelled.TYPE)
-    if state.credits_reserved:
+    if state.credits_reserved or (uncertain and step is Step.RESERVING_CREDITS):
         send.append(c.ReleaseCredits(order_id=state.order_id, user_id=state.user_id))
         awaiting.append(c.CreditsReleased.TYPE)
-    if not send:
-        return _cancel(state, reason)
+    if not awaiting:
+        cancelled = _cancel(state, reason)
+        return Decision(cancelled.state, (*send, *cancelled.send), cancelled.changes)
+    compensating = state.evolve(
+        status=OrderStatus.COMPENSATING, awaiting=tuple(awaiting), cancel_reason=reason
+    )
     return Decision(
-        state.evolve(
-            step=Step.COMPENSATING,
-            status=OrderStatus.COMPENSATING,
-            awaiting=tuple(awaiting),
-            cancel_reason=reason,
-        ),
+        _goto(compensating, Step.COMPENSATING, now, timing),
         tuple(send),
         changes=((OrderStatus.COMPENSATING, reason),),
     )
 
 
-def _cancel(state: SagaState, reason: str) -> Decision:
-    cancelled = state.evolve(step=Step.DONE, status=OrderStatus.CANCELLED, cancel_reason=reason)
-    return Decision(
-        cancelled,
-        (c.OrderCancelled(order_id=state.order_id, cart_id=state.cart_id, reason=reason),),
-        changes=((OrderStatus.CANCELLED, reason),),
+def _refund_failed(
+    state: SagaState,
+    failed: tuple[int, ...],
+    reason: str,
+    now: datetime,
+    timing: Timing,
+    *,
+    extra: tuple[Contract, ...] = (),
+) -> Decision:
+    share = share_of_failed(state.lines, failed, amount_paid=state.amount_paid)
+    delivered_some = len(failed) < len(state.lines)
+    final = OrderStatus.PARTIALLY_COMPLETED if delivered_some else OrderStatus.REFUNDED
+    if share.empty:
+        finished = _finish(state, final, reason)
+        return Decision(finished.state, (*extra, *finished.send), finished.changes)
+    key = "failed-lines-" + "-".join(str(n) for n in share.lines)
+    refunding = state.evolve(
+        refund_money=share.money, refund_credits=share.credits, refund_key=key, after_refund=final
     )
+    refunding = refunding.evolve(awaiting=_refund_replies(refunding))
+    return Decision(
+        _goto(refunding, Step.REFUNDING, now, timing),
+        (*extra, *_refund_commands(refunding, reason)),
+        changes=((state.status, f"{reason}; refunding their share"),),
+    )
+
+
+def _refund_late_payment(state: SagaState, now: datetime, timing: Timing) -> Decision:
+    """Money came in for an order being (or already) cancelled: it goes back, never lost."""
+    refunding = state.evolve(
+        refund_money=state.amount_paid,
+        refund_credits=0,
+        refund_key="late-payment",
+        after_refund=OrderStatus.REFUNDED,
+        awaiting=(*state.awaiting, c.PaymentRefunded.TYPE),
+    )
+    reason = "payment arrived after the order was cancelled; refunding it"
+    # A compensation still in progress keeps its step and also waits for the refund.
+    step = Step.COMPENSATING if state.step is Step.COMPENSATING else Step.REFUNDING
+    return Decision(
+        _goto(refunding, step, now, timing),
+        _refund_commands(refunding, reason),
+        changes=((state.status, reason),),
+    )
+
+
+def _refund_replies(state: SagaState) -> tuple[str, ...]:
+    replies = []
+    if state.refund_money > 0:
+        replies.append(c.PaymentRefunded.TYPE)
+    if state.refund_credits > 0:
+        replies.append(c.CreditsRefunded.TYPE)
+    return tuple(replies)
+
+
+def _refund_commands(state: SagaState, reason: str) -> tuple[Contract, ...]:
+    key = state.refund_key or "refund"
+    commands: list[Contract] = []
+    if state.refund_money > 0:
+        commands.append(
+            c.RefundPayment(
+                order_id=state.order_id, refund_key=key, amount=state.refund_money, reason=reason
+            )
+        )
+    if state.refund_credits > 0:
+        commands.append(
+            c.RefundCredits(
+                order_id=state.order_id,
+                user_id=state.user_id,
+                refund_key=key,
+                credits=state.refund_credits,
+                reason=reason,
+            )
+        )
+    return tuple(commands)
+
+
+def _owed(state: SagaState) -> tuple[Contract, ...]:
+    """The commands whose replies the saga still awaits, sent again after a deadline."""
+    owed: list[Contract] = [
+        m for m in _refund_commands(state, "refund retried") if _reply_of(m) in state.awaiting
+    ]
+    if c.JobCancelled.TYPE in state.awaiting:
+        owed.append(c.CancelJob(order_id=state.order_id, reason=state.cancel_reason or "cancelled"))
+    if c.CreditsReleased.TYPE in state.awaiting:
+        owed.append(c.ReleaseCredits(order_id=state.order_id, user_id=state.user_id))
+    return tuple(owed)
+
+
+def _reply_of(command: Contract) -> str:
+    return (
+        c.PaymentRefunded.TYPE if isinstance(command, c.RefundPayment) else c.CreditsRefunded.TYPE
+    )
+
+
+def _finish(state: SagaState, status: OrderStatus, reason: str) -> Decision:
+    done = state.evolve(step=Step.DONE, status=status, deadline=None)
+    outcome: Contract
+    if status in (OrderStatus.COMPLETED, OrderStatus.PARTIALLY_COMPLETED):
+        outcome = c.OrderCompleted(
+            order_id=state.order_id, cart_id=state.cart_id, status=status.value
+        )
+    else:
+        outcome = c.OrderCancelled(order_id=state.order_id, cart_id=state.cart_id, reason=reason)
+    return Decision(done, (outcome,), changes=((status, reason),))
+
+
+def _cancel(state: SagaState, reason: str) -> Decision:
+    cancelled = state.evolve(cancel_reason=reason)
+    return _finish(cancelled, OrderStatus.CANCELLED, reason)

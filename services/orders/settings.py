@@ -15,3 +15,9 @@ class OrdersSettings(ServiceSettings):
     http_port: int = 8002
     # How long a shopper has to pay; becomes the Stripe session's expires_at (30 min .. 24 h).
     payment_window_seconds: int = Field(default=3600, ge=1800, le=86400)
+    # How long a step waits for its reply before the saga acts (compensates or asks again).
+    step_timeout_seconds: float = Field(default=60.0, gt=0)
+    provisioning_timeout_seconds: float = Field(default=300.0, gt=0)
+    payment_grace_seconds: float = Field(default=120.0, ge=0)
+    provisioning_max_attempts: int = Field(default=3, ge=1)
+    deadline_poll_seconds: float = Field(default=1.0, gt=0)

@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.saga import OrderStatus, SagaState, Step, Timing, react, start
+from services.orders.saga import (
+    OrderStatus,
+    SagaState,
+    Step,
+    Timing,
+    cancel,
+    on_deadline,
+    react,
+    start,
+)
 from shared.messages import Contract
 from shared.messages import contracts as c
 
@@ -55,7 +64,7 @@ def types(messages: list[Contract] | tuple[Contract, ...]) -> list[str]:
 
 
 def test_credit_only_checkout_reserves_creates_job_captures_provisions_and_completes() -> None:
-    first = start(checkout(line(1, paid_with="credits")))
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
     assert types(first.send) == ["ReserveCredits"]
     assert first.send[0] == c.ReserveCredits(order_id="order-1", user_id="alice", credits=240)
     assert first.state.status is OrderStatus.PENDING
@@ -78,7 +87,7 @@ def test_credit_only_checkout_reserves_creates_job_captures_provisions_and_compl
 
 
 def test_card_checkout_skips_credits_and_waits_for_payment() -> None:
-    first = start(checkout(line(1, paid_with="money", credits=None)))
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
     assert types(first.send) == ["CreateJob"]  # nothing to reserve
 
     state, sent = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"))
@@ -114,7 +123,11 @@ def test_card_checkout_skips_credits_and_waits_for_payment() -> None:
 
 
 def test_mixed_checkout_pays_only_money_lines_by_card_then_captures_credits() -> None:
-    first = start(checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)))
+    first = start(
+        checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)),
+        now=NOW,
+        timing=TIMING,
+    )
     state, sent = run(
         first.state,
         c.CreditsReserved(order_id="order-1", credits=240),
@@ -138,7 +151,7 @@ def test_mixed_checkout_pays_only_money_lines_by_card_then_captures_credits() ->
 
 
 def test_insufficient_credits_cancels_without_touching_anything_else() -> None:
-    first = start(checkout(line(1, paid_with="credits")))
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
     state, sent = run(
         first.state,
         c.CreditsRejected(order_id="order-1", reason="insufficient_credits", available=5),
@@ -149,7 +162,7 @@ def test_insufficient_credits_cancels_without_touching_anything_else() -> None:
 
 
 def test_job_rejected_releases_reserved_credits_before_cancelling() -> None:
-    first = start(checkout(line(1, paid_with="credits")))
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
     state, sent = run(
         first.state,
         c.CreditsReserved(order_id="order-1", credits=240),
@@ -163,7 +176,11 @@ def test_job_rejected_releases_reserved_credits_before_cancelling() -> None:
 
 
 def test_expired_payment_cancels_job_and_releases_credits_then_cancels() -> None:
-    first = start(checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)))
+    first = start(
+        checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)),
+        now=NOW,
+        timing=TIMING,
+    )
     state, _ = run(
         first.state,
         c.CreditsReserved(order_id="order-1", credits=240),
@@ -188,7 +205,7 @@ def test_expired_payment_cancels_job_and_releases_credits_then_cancels() -> None
     ],
 )
 def test_a_repeated_or_out_of_step_reply_changes_nothing(late_reply: Contract) -> None:
-    first = start(checkout(line(1, paid_with="credits")))
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
     state, _ = run(
         first.state,
         c.CreditsReserved(order_id="order-1", credits=240),
@@ -201,12 +218,30 @@ def test_a_repeated_or_out_of_step_reply_changes_nothing(late_reply: Contract) -
     assert decision.send == ()
 
 
-def test_partial_provisioning_is_reported_as_partially_completed() -> None:
-    first = start(checkout(line(1, paid_with="credits"), line(2, paid_with="credits")))
+def test_partial_provisioning_refunds_exactly_the_failed_lines_then_is_partially_completed() -> (
+    None
+):
+    first = start(
+        checkout(
+            line(1, paid_with="credits"),
+            line(2, paid_with="credits"),
+            line(3, paid_with="money", credits=None),
+        ),
+        now=NOW,
+        timing=TIMING,
+    )
     state, sent = run(
         first.state,
         c.CreditsReserved(order_id="order-1", credits=480),
         c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
+        c.PaymentSucceeded(
+            order_id="order-1",
+            session_id="cs_1",
+            payment_intent_id="pi",
+            amount=3000,
+            currency="EUR",
+        ),
         c.CreditsCaptured(order_id="order-1", credits=480),
         c.OrderProvisioned(
             order_id="order-1",
@@ -214,16 +249,60 @@ def test_partial_provisioning_is_reported_as_partially_completed() -> None:
             results=(
                 c.ItemResult(line_no=1, item_id="item-1", status="delivered"),
                 c.ItemResult(line_no=2, item_id="item-2", status="failed", detail="panel said no"),
+                c.ItemResult(line_no=3, item_id="item-3", status="failed", detail="panel said no"),
             ),
         ),
+    )
+    assert state.step is Step.REFUNDING
+    refunds = [m for m in sent if isinstance(m, c.RefundPayment | c.RefundCredits)]
+    assert refunds == [
+        c.RefundPayment(
+            order_id="order-1", refund_key="failed-lines-2-3", amount=3000, reason=refunds[0].reason
+        ),
+        c.RefundCredits(
+            order_id="order-1",
+            user_id="alice",
+            refund_key="failed-lines-2-3",
+            credits=240,
+            reason=refunds[1].reason,
+        ),
+    ]
+    state, sent = run(
+        state, c.PaymentRefunded(order_id="order-1", refund_key="failed-lines-2-3", amount=3000)
+    )
+    assert state.step is Step.REFUNDING and sent == []
+    state, sent = run(
+        state, c.CreditsRefunded(order_id="order-1", refund_key="failed-lines-2-3", credits=240)
     )
     assert state.status is OrderStatus.PARTIALLY_COMPLETED
     completed = sent[-1]
     assert isinstance(completed, c.OrderCompleted) and completed.status == "partially_completed"
 
 
+def test_when_every_item_fails_everything_is_refunded_and_the_order_is_refunded() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, sent = run(
+        first.state,
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSucceeded(
+            order_id="order-1",
+            session_id="cs_1",
+            payment_intent_id="pi",
+            amount=3000,
+            currency="EUR",
+        ),
+        c.ProvisioningFailed(order_id="order-1", reason="job_cancelled"),
+    )
+    assert next(m for m in sent if isinstance(m, c.RefundPayment)).amount == 3000
+    state, sent = run(
+        state, c.PaymentRefunded(order_id="order-1", refund_key=state.refund_key or "", amount=3000)
+    )
+    assert state.status is OrderStatus.REFUNDED
+    assert types(sent) == ["OrderCancelled"]
+
+
 def test_every_status_the_order_passes_through_is_recorded_in_order() -> None:
-    first = start(checkout(line(1, paid_with="money", credits=None)))
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
     statuses = [status for status, _ in first.changes]
     state = first.state
     for reply in (
@@ -247,3 +326,104 @@ def test_every_status_the_order_passes_through_is_recorded_in_order() -> None:
         state = decision.state
     assert statuses == ["pending", "awaiting_payment", "paid", "provisioning", "completed"]
     assert state.status == statuses[-1]
+
+
+def test_a_step_that_gets_no_reply_is_compensated_at_its_deadline_including_the_uncertain_step() -> (
+    None
+):
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
+    state, _ = run(first.state, c.CreditsReserved(order_id="order-1", credits=240))
+    assert state.step is Step.CREATING_JOB and state.deadline == NOW + TIMING.step_timeout
+    early = on_deadline(state, now=NOW + TIMING.step_timeout - timedelta(seconds=1), timing=TIMING)
+    assert early.ignored
+    late = on_deadline(state, now=NOW + TIMING.step_timeout, timing=TIMING)
+    # The job may exist (CreateJob in flight), so it is cancelled too; credits are released.
+    assert types(late.send) == ["CancelJob", "ReleaseCredits"]
+    assert late.state.status is OrderStatus.COMPENSATING
+    state, sent = run(
+        late.state,
+        c.JobCancelled(order_id="order-1"),
+        c.CreditsReleased(order_id="order-1", credits=240),
+    )
+    assert state.status is OrderStatus.CANCELLED and types(sent) == ["OrderCancelled"]
+
+
+def test_capture_is_asked_again_at_its_deadline_never_given_up() -> None:
+    first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
+    state, _ = run(
+        first.state,
+        c.CreditsReserved(order_id="order-1", credits=240),
+        c.JobCreated(order_id="order-1", job_id="j"),
+    )
+    assert state.step is Step.CAPTURING_CREDITS
+    for attempt in range(1, 6):
+        decision = on_deadline(state, now=state.deadline or NOW, timing=TIMING)
+        assert types(decision.send) == ["CaptureCredits"]
+        state = decision.state
+        assert state.attempts == attempt and state.step is Step.CAPTURING_CREDITS
+
+
+def test_shopper_cancel_while_awaiting_payment_expires_the_session_and_undoes_everything() -> None:
+    first = start(
+        checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)),
+        now=NOW,
+        timing=TIMING,
+    )
+    state, _ = run(
+        first.state,
+        c.CreditsReserved(order_id="order-1", credits=240),
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
+    )
+    decision = cancel(state, reason="cancelled by the shopper", now=NOW, timing=TIMING)
+    assert decision is not None
+    assert types(decision.send) == ["ExpirePaymentSession", "CancelJob", "ReleaseCredits"]
+    state, _ = run(
+        decision.state,
+        c.JobCancelled(order_id="order-1"),
+        c.CreditsReleased(order_id="order-1", credits=0),
+    )
+    assert state.status is OrderStatus.CANCELLED
+
+
+def test_cancel_after_payment_is_refused() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(
+        first.state,
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSucceeded(
+            order_id="order-1",
+            session_id="cs_1",
+            payment_intent_id="pi",
+            amount=3000,
+            currency="EUR",
+        ),
+    )
+    assert cancel(state, reason="x", now=NOW, timing=TIMING) is None
+
+
+def test_a_payment_that_arrives_after_cancellation_is_refunded_never_lost() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(
+        first.state,
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
+        c.PaymentExpired(order_id="order-1", session_id="cs_1"),
+        c.JobCancelled(order_id="order-1"),
+    )
+    assert state.status is OrderStatus.CANCELLED
+    paid = c.PaymentSucceeded(
+        order_id="order-1", session_id="cs_1", payment_intent_id="pi", amount=3000, currency="EUR"
+    )
+    state, sent = run(state, paid)
+    assert sent == [
+        c.RefundPayment(
+            order_id="order-1", refund_key="late-payment", amount=3000, reason=sent[0].reason
+        )
+    ]  # type: ignore[attr-defined]
+    _, resent = run(state, paid)  # the same payment reported twice is refunded once
+    assert resent == []
+    state, sent = run(
+        state, c.PaymentRefunded(order_id="order-1", refund_key="late-payment", amount=3000)
+    )
+    assert state.status is OrderStatus.REFUNDED

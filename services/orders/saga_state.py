@@ -1,0 +1,116 @@
+"""The saga's vocabulary: steps, order statuses, the remembered state and a decision. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.messages import Contract
+from shared.messages import contracts as c
+
+
+class Step(StrEnum):
+    RESERVING_CREDITS = "reserving_credits"
+    CREATING_JOB = "creating_job"
+    CREATING_PAYMENT_SESSION = "creating_payment_session"
+    AWAITING_PAYMENT = "awaiting_payment"
+    CAPTURING_CREDITS = "capturing_credits"
+    PROVISIONING = "provisioning"
+    REFUNDING = "refunding"
+    COMPENSATING = "compensating"
+    DONE = "done"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    PROVISIONING = "provisioning"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    COMPENSATING = "compensating"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+TERMINAL = frozenset(
+    {
+        OrderStatus.COMPLETED,
+        OrderStatus.PARTIALLY_COMPLETED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REFUNDED,
+    }
+)
+
+# Until payment, the shopper may still walk away; after it, only refunds undo anything.
+CANCELLABLE = frozenset(
+    {
+        Step.RESERVING_CREDITS,
+        Step.CREATING_JOB,
+        Step.CREATING_PAYMENT_SESSION,
+        Step.AWAITING_PAYMENT,
+    }
+)
+
+
+class SagaState(BaseModel):
+    """Everything the saga remembers between replies; stored as JSON in the saga row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    cart_id: str
+    user_id: str
+    currency: str
+    lines: tuple[c.CheckoutLine, ...]
+    money_total: int
+    credits_total: int
+    step: Step
+    status: OrderStatus
+    # When the current step gives up waiting (None once done); fired by the deadline scheduler.
+    deadline: datetime | None = None
+    attempts: int = 0
+    credits_reserved: bool = False
+    credits_captured: bool = False
+    job_id: str | None = None
+    payment_session_id: str | None = None
+    payment_url: str | None = None
+    payment_deadline: datetime | None = None
+    payment_intent_id: str | None = None
+    amount_paid: int = 0
+    # Replies the compensation or refund still waits for, by message type.
+    awaiting: tuple[str, ...] = ()
+    cancel_reason: str | None = None
+    results: tuple[c.ItemResult, ...] = ()
+    refund_money: int = 0
+    refund_credits: int = 0
+    refund_key: str | None = None
+    # The status the order takes once the refunds in flight are confirmed.
+    after_refund: OrderStatus | None = None
+
+    def evolve(self, **changes: object) -> SagaState:
+        return self.model_copy(update=changes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: SagaState
+    send: tuple[Contract, ...] = ()
+    # The order status changes this decision makes, in order, each with its reason.
+    changes: tuple[tuple[OrderStatus, str], ...] = ()
+    ignored: bool = False
+
+
+@dataclass(frozen=True)
+class Timing:
+    payment_window: timedelta = timedelta(hours=1)
+    # How long a step waits for its reply before the saga acts on the silence.
+    step_timeout: timedelta = timedelta(seconds=60)
+    provisioning_timeout: timedelta = timedelta(seconds=300)
+    # After the Stripe session's own expiry, time for its expired/paid webhook to arrive.
+    payment_grace: timedelta = timedelta(seconds=120)
+    # Re-sends of an idempotent command before provisioning is given up on.
+    max_attempts: int = 3
