@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aio_pika
 import httpx
 
 from shared.testing import infra
+from shared.topology import Names
 
 SERVICES = ("cart", "orders", "payments", "provisioning")
 JWT_SECRET = "stack-jwt-secret-0123456789abcdef0123"
@@ -70,6 +72,8 @@ class Stack:
     rabbitmq_url: str
     log_dir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
+    # Per process name, environment on top of the defaults (short timeouts, injected faults).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str:
@@ -150,6 +154,8 @@ class Stack:
             )
         payments = self.procs["payments"]
         self.procs["stripe_sim"].env["STRIPE_SIM_WEBHOOK_URL"] = f"{payments.url}/webhooks/stripe"
+        for name, env in self.overrides.items():
+            self.procs[name].env.update(env)
 
     def migrate(self) -> None:
         for service in SERVICES:
@@ -200,11 +206,22 @@ class Stack:
 
 
 async def create_stack(
-    admin_url: str, rabbitmq_url: str, *, run_id: str | None = None, log_dir: Path | None = None
+    admin_url: str,
+    rabbitmq_url: str,
+    *,
+    run_id: str | None = None,
+    log_dir: Path | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
 ) -> Stack:
     run_id = run_id or secrets.token_hex(4)
     urls = {s: await infra.create_database(admin_url, f"cs_{run_id}_{s}") for s in SERVICES}
-    stack = Stack(run_id, urls, rabbitmq_url, log_dir or Path("var") / "stack" / run_id)
+    stack = Stack(
+        run_id,
+        urls,
+        rabbitmq_url,
+        log_dir or Path("var") / "stack" / run_id,
+        overrides=overrides or {},
+    )
     stack.prepare()
     return stack
 
@@ -212,6 +229,18 @@ async def create_stack(
 async def drop_stack_databases(admin_url: str, stack: Stack) -> None:
     for service in SERVICES:
         await infra.drop_database(admin_url, f"cs_{stack.run_id}_{service}")
+
+
+async def delete_broker_namespace(url: str, names: Names) -> None:
+    """Remove a namespace's queues and exchanges (test runs share one broker)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for service in SERVICES:
+            await channel.queue_delete(names.queue(service))
+            await channel.queue_delete(names.dlq(service))
+        for exchange in (names.events, names.commands, names.dead_letters):
+            await channel.exchange_delete(exchange)
 
 
 def main() -> None:

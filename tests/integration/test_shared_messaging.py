@@ -20,6 +20,7 @@ from shared.messages import Envelope
 from shared.messages import contracts as c
 from shared.outbox import Outbox, outbox_table
 from shared.relay import OutboxRelay
+from shared.testing.stack import delete_broker_namespace
 from shared.testing.waiting import eventually
 from shared.topology import Names
 
@@ -88,19 +89,8 @@ async def rig(
     yield Rig(bus, relay, outbox, Names(namespace), sessionmaker, failures_left)
     relay_task.cancel()
     await bus.close()
-    await _delete_namespace(rabbitmq_url, Names(namespace))
+    await delete_broker_namespace(rabbitmq_url, Names(namespace))
     await engine.dispose()
-
-
-async def _delete_namespace(url: str, names: Names) -> None:
-    conn = await aio_pika.connect(url)
-    async with conn:
-        channel = await conn.channel()
-        for service in ("cart", "orders", "payments", "provisioning"):
-            await channel.queue_delete(names.queue(service))
-            await channel.queue_delete(names.dlq(service))
-        for exchange in (names.events, names.commands, names.dead_letters):
-            await channel.exchange_delete(exchange)
 
 
 async def publish_via_outbox(rig: Rig, message: c.CreditsReserved) -> Envelope:
