@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import SimConfig
+from .faults import Faults
 from .objects import StripeApiError
 from .params import parse_params
+from .refunds import RefundLedger
 from .routes_checkout import add_checkout_routes
 from .routes_events import add_event_routes
 from .routes_pay_page import add_pay_page_routes
@@ -44,9 +46,11 @@ def create_app(config: SimConfig, *, clock: Callable[[], float] = time.time) -> 
         webhooks_enabled=config.webhook_url is not None,
         clock=clock,
     )
-    dispatcher = WebhookDispatcher(config, store)
+    faults = Faults()
+    refunds = RefundLedger(store, config.refund_settle_seconds)
+    dispatcher = WebhookDispatcher(config, store, faults)
     store.add_event_sink(dispatcher.submit)
-    api = StripeApi(config, store.idempotency)
+    api = StripeApi(config, store.idempotency, faults)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +62,7 @@ def create_app(config: SimConfig, *, clock: Callable[[], float] = time.time) -> 
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await refunds.aclose()
             await dispatcher.aclose()
 
     app = FastAPI(
@@ -65,6 +70,7 @@ def create_app(config: SimConfig, *, clock: Callable[[], float] = time.time) -> 
     )
     app.state.store = store
     app.state.config = config
+    app.state.faults = faults
 
     @app.exception_handler(StarletteHTTPException)
     async def unknown_route(request: Request, exc: StarletteHTTPException) -> Response:
@@ -79,10 +85,10 @@ def create_app(config: SimConfig, *, clock: Callable[[], float] = time.time) -> 
 
     add_checkout_routes(app, api, store)
     add_payment_intent_routes(app, api, store)
-    add_refund_routes(app, api, store)
+    add_refund_routes(app, api, refunds)
     add_event_routes(app, api, store)
     add_pay_page_routes(app, store)
-    add_sim_routes(app, store)
+    add_sim_routes(app, store, faults, dispatcher)
     return app
 
 

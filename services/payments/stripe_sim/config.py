@@ -26,3 +26,8 @@ class SimConfig(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often open sessions past `expires_at` are expired (and their event sent).
     expiry_sweep_seconds: float = Field(default=1.0, gt=0)
+    # Card refunds are created `pending` and become `succeeded` this much later.
+    refund_settle_seconds: float = Field(default=0.2, ge=0)
+    # With the `reorder` webhook fault, how long a session's events are held before
+    # being sent newest first (events of the session arriving within this window).
+    webhook_reorder_hold_seconds: float = Field(default=0.3, gt=0)

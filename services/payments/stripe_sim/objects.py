@@ -5,6 +5,7 @@ Every object starts as a deep copy of a template taken verbatim from Stripe's
 the real API returns for the pinned spec. The fixture values are placeholders
 (random amounts, "message" strings, etc.), so each builder overrides every field
 whose placeholder could mislead a client, not only the ones we simulate.
+Payment intents, charges and refunds are built in :mod:`.payment_objects`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import Any
 
 StripeObject = dict[str, Any]
 
-TEMPLATE_NAMES: tuple[str, ...] = ("checkout.session", "event", "payment_intent", "refund")
+TEMPLATE_NAMES: tuple[str, ...] = (
+    "charge",
+    "checkout.session",
+    "event",
+    "payment_intent",
+    "refund",
+)
 TEMPLATES_PATH = Path(__file__).with_name("templates.json")
 TEMPLATES_SOURCE = (
     "Stripe example objects from Stripe's public OpenAPI repository "
@@ -189,10 +196,10 @@ def checkout_session(
         integration_identifier=None,
         customer_account=None,
     )
-    _set_if_present(
+    set_if_present(
         s, "automatic_tax", {"enabled": False, "liability": None, "provider": None, "status": None}
     )
-    _set_if_present(
+    set_if_present(
         s,
         "custom_text",
         {
@@ -202,7 +209,7 @@ def checkout_session(
             "terms_of_service_acceptance": None,
         },
     )
-    _set_if_present(
+    set_if_present(
         s,
         "invoice_creation",
         {
@@ -218,9 +225,9 @@ def checkout_session(
             },
         },
     )
-    _set_if_present(s, "phone_number_collection", {"enabled": False})
-    _set_if_present(s, "adaptive_pricing", {"enabled": False})
-    _set_if_present(s, "managed_payments", {"enabled": False})
+    set_if_present(s, "phone_number_collection", {"enabled": False})
+    set_if_present(s, "adaptive_pricing", {"enabled": False})
+    set_if_present(s, "managed_payments", {"enabled": False})
     return s
 
 
@@ -236,104 +243,10 @@ def customer_details(email: str | None) -> StripeObject:
     return details
 
 
-def _set_if_present(obj: StripeObject, key: str, value: Any) -> None:
+def set_if_present(obj: StripeObject, key: str, value: Any) -> None:
     # Only replace fields the template actually has, so the field set stays Stripe's.
     if key in obj:
         obj[key] = value
-
-
-# --- payment_intent --------------------------------------------------------
-
-
-def succeeded_payment_intent(
-    *, pi_id: str, created: int, amount: int, currency: str, receipt_email: str | None
-) -> StripeObject:
-    p = template("payment_intent")
-    p.update(
-        id=pi_id,
-        object="payment_intent",
-        created=created,
-        livemode=False,
-        amount=amount,
-        amount_capturable=0,
-        amount_received=amount,
-        amount_details={"tip": {}},
-        currency=currency,
-        status="succeeded",
-        capture_method="automatic_async",
-        confirmation_method="automatic",
-        client_secret=f"{pi_id}_secret_{new_id('', 25)}",
-        payment_method=new_id("pm_"),
-        payment_method_types=["card"],
-        payment_method_options={},
-        payment_method_configuration_details=None,
-        automatic_payment_methods=None,
-        latest_charge=new_id("ch_"),
-        receipt_email=receipt_email,
-        metadata={},
-        canceled_at=None,
-        cancellation_reason=None,
-        last_payment_error=None,
-        next_action=None,
-        processing=None,
-        shipping=None,
-        transfer_data=None,
-        transfer_group=None,
-        on_behalf_of=None,
-        review=None,
-        application=None,
-        application_fee_amount=None,
-        customer=None,
-        description=None,
-        setup_future_usage=None,
-        statement_descriptor=None,
-        statement_descriptor_suffix=None,
-        source=None,
-        excluded_payment_method_types=None,
-        customer_account=None,
-    )
-    _set_if_present(p, "managed_payments", {"enabled": False})
-    return p
-
-
-# --- refund ---------------------------------------------------------------
-
-
-def succeeded_refund(
-    *,
-    refund_id: str,
-    created: int,
-    amount: int,
-    payment_intent: StripeObject,
-    reason: str | None,
-    metadata: dict[str, str],
-) -> StripeObject:
-    r = template("refund")
-    r.update(
-        id=refund_id,
-        object="refund",
-        created=created,
-        amount=amount,
-        currency=payment_intent["currency"],
-        charge=payment_intent["latest_charge"],
-        payment_intent=payment_intent["id"],
-        payment_method=payment_intent["payment_method"],
-        # Test-mode card refunds succeed at once.
-        status="succeeded",
-        reason=reason,
-        metadata=dict(metadata),
-        balance_transaction=None,
-        receipt_number=None,
-        source_transfer_reversal=None,
-        transfer_reversal=None,
-        customer=None,
-        customer_account=None,
-        destination_details={
-            "card": {"reference_status": "pending", "reference_type": None, "type": "refund"},
-            "type": "card",
-        },
-    )
-    return r
 
 
 # --- event ----------------------------------------------------------------
@@ -349,6 +262,7 @@ def event(
     pending_webhooks: int,
     request_id: str | None,
     idempotency_key: str | None,
+    previous_attributes: StripeObject | None = None,
 ) -> StripeObject:
     e = template("event")
     e.update(
@@ -363,6 +277,10 @@ def event(
         pending_webhooks=pending_webhooks,
         request={"id": request_id, "idempotency_key": idempotency_key},
     )
+    if previous_attributes is not None:
+        # What Stripe adds to update-type events (refund.updated, charge.refunded):
+        # the changed fields' values before the change.
+        e["data"]["previous_attributes"] = copy.deepcopy(previous_attributes)
     return e
 
 

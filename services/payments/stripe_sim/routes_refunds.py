@@ -13,14 +13,15 @@ from .params import (
     opt_string,
     reject_unknown,
 )
-from .store import RequestContext, SimStore
+from .refunds import RefundLedger
+from .store import RequestContext
 from .stripe_api import StripeApi
 
 _REFUND_PARAMS = frozenset({"amount", "metadata", "payment_intent", "reason"})
 _REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 
 
-def add_refund_routes(app: FastAPI, api: StripeApi, store: SimStore) -> None:
+def add_refund_routes(app: FastAPI, api: StripeApi, refunds: RefundLedger) -> None:
     @app.post("/v1/refunds")
     async def create_refund(request: Request) -> Response:
         async def handler(params: Params, ctx: RequestContext) -> StripeObject:
@@ -35,7 +36,7 @@ def add_refund_routes(app: FastAPI, api: StripeApi, store: SimStore) -> None:
             reason = opt_string(params, "reason")
             if reason is not None and reason not in _REFUND_REASONS:
                 raise ParamError(f"Invalid reason: {reason}", param="reason")
-            return await store.create_refund(
+            return await refunds.create(
                 pi_id=pi_id, amount=amount, reason=reason, metadata=metadata_param(params), ctx=ctx
             )
 
@@ -45,6 +46,6 @@ def add_refund_routes(app: FastAPI, api: StripeApi, store: SimStore) -> None:
     async def retrieve_refund(request: Request, refund_id: str) -> Response:
         async def handler(params: Params, ctx: RequestContext) -> StripeObject:
             reject_unknown(params, frozenset())
-            return await store.get_refund(refund_id)
+            return await refunds.get(refund_id)
 
         return await api.call(request, handler)

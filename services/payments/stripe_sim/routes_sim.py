@@ -1,16 +1,36 @@
-"""Simulator controls under ``/_sim/``: health, and paying or expiring a session directly."""
+"""Simulator controls under ``/_sim/``: health, paying or expiring a session directly,
+delayed payment results, event redelivery and fault injection (JSON bodies)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
+from .faults import Faults, FaultsUpdate
 from .objects import StripeApiError
-from .store import NO_REQUEST, SimStore
+from .store import NO_REQUEST, AsyncOutcome, PaymentMethodKind, SimStore
 from .stripe_api import error_response
+from .webhooks import WebhookDispatcher
 
 
-def add_sim_routes(app: FastAPI, store: SimStore) -> None:
+class PayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method: PaymentMethodKind = "card"
+
+
+class AsyncResultBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: AsyncOutcome
+
+
+def add_sim_routes(
+    app: FastAPI, store: SimStore, faults: Faults, dispatcher: WebhookDispatcher
+) -> None:
     """Test/automation controls; not part of Stripe's API, hence no API key."""
 
     @app.get("/_sim/health")
@@ -18,9 +38,18 @@ def add_sim_routes(app: FastAPI, store: SimStore) -> None:
         return {"ok": True}
 
     @app.post("/_sim/sessions/{session_id}/pay")
-    async def sim_pay(session_id: str) -> Response:
+    async def sim_pay(session_id: str, body: PayBody | None = None) -> Response:
+        # No body (the original form of this call) pays by card.
+        method = (body or PayBody()).payment_method
         try:
-            return JSONResponse(await store.complete_session(session_id, NO_REQUEST))
+            return JSONResponse(await store.complete_session(session_id, NO_REQUEST, method))
+        except StripeApiError as exc:
+            return error_response(exc)
+
+    @app.post("/_sim/sessions/{session_id}/async_result")
+    async def sim_async_result(session_id: str, body: AsyncResultBody) -> Response:
+        try:
+            return JSONResponse(await store.settle_delayed_payment(session_id, body.outcome))
         except StripeApiError as exc:
             return error_response(exc)
 
@@ -30,3 +59,31 @@ def add_sim_routes(app: FastAPI, store: SimStore) -> None:
             return JSONResponse(await store.force_expire(session_id))
         except StripeApiError as exc:
             return error_response(exc)
+
+    @app.post("/_sim/events/{event_id}/redeliver")
+    async def sim_redeliver(event_id: str) -> Response:
+        """Queue the event for delivery again; answers with the event being sent."""
+        try:
+            if not dispatcher.enabled:
+                raise StripeApiError(
+                    400, "No webhook endpoint is configured (STRIPE_SIM_WEBHOOK_URL)."
+                )
+            event = await store.get_event(event_id)
+        except StripeApiError as exc:
+            return error_response(exc)
+        dispatcher.redeliver(event)
+        return JSONResponse(event)
+
+    @app.get("/_sim/faults")
+    async def get_faults() -> dict[str, Any]:
+        return faults.snapshot()
+
+    @app.post("/_sim/faults")
+    async def set_faults(body: FaultsUpdate) -> dict[str, Any]:
+        faults.update(body)
+        return faults.snapshot()
+
+    @app.delete("/_sim/faults")
+    async def clear_faults() -> dict[str, Any]:
+        faults.clear()
+        return faults.snapshot()

@@ -1,9 +1,11 @@
-"""In-memory state of the simulator: sessions, payment intents, refunds, events.
+"""In-memory state of the simulator: sessions, payment intents, charges, events.
 
 No HTTP here. Every public method takes the store's asyncio lock, so one request's
-read-modify-write never interleaves with another's. Objects handed out are deep
+read-modify-write never interleaves with another's (the ``*_locked`` helpers are for
+callers already holding it). Objects handed out are deep
 copies: a caller mutating a response must not change the stored state.
-Idempotency-Key records (``store.idempotency``, see :mod:`.idempotency`) share that lock.
+Idempotency-Key records (``store.idempotency``, see :mod:`.idempotency`) and refunds
+(:mod:`.refunds`) share that lock.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from . import objects
+from . import objects, payment_objects
 from .idempotency import IdempotencyKeys
 from .objects import ParamError, StripeApiError, StripeObject
 from .pagination import ListFilter, Page, paginate
 
 EventSink = Callable[[StripeObject], None]
+# `delayed` stands for the bank debits whose result arrives days later in real Stripe.
+PaymentMethodKind = Literal["card", "delayed"]
+AsyncOutcome = Literal["succeeded", "failed"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,9 @@ class SimStore:
         self._sessions: dict[str, StripeObject] = {}
         self._line_items: dict[str, tuple[LineItem, ...]] = {}
         self._payment_intents: dict[str, StripeObject] = {}
+        self._session_by_pi: dict[str, str] = {}
+        self._charges: dict[str, StripeObject] = {}
         self._events: dict[str, StripeObject] = {}
-        self._refunds: dict[str, StripeObject] = {}
-        self._refunded: dict[str, int] = {}  # payment intent id -> amount refunded so far
         self.idempotency = IdempotencyKeys(lock=self.lock, clock=clock)
         self._sinks: list[EventSink] = []
 
@@ -154,31 +160,72 @@ class SimStore:
             self._expire_locked(session, ctx)
             return self._render_session(session, expand)
 
-    async def complete_session(self, session_id: str, ctx: RequestContext) -> StripeObject:
-        """The buyer paid on the hosted page: returns the checkout.session.completed event."""
+    async def complete_session(
+        self, session_id: str, ctx: RequestContext, payment_method: PaymentMethodKind = "card"
+    ) -> StripeObject:
+        """The buyer paid on the hosted page: returns the checkout.session.completed event.
+
+        A ``delayed`` payment completes the session still ``unpaid``, with its intent
+        ``processing``; :meth:`settle_delayed_payment` brings the result later.
+        """
         async with self.lock:
             self._expire_due_locked()
             session = self._session_or_404(session_id)
             _require_open(session, action="paid")
-            now = self.now()
-            pi = objects.succeeded_payment_intent(
+            delayed = payment_method == "delayed"
+            charge_id = objects.new_id("ch_")
+            pi = payment_objects.payment_intent(
                 pi_id=objects.new_id("pi_"),
-                created=now,
+                charge_id=charge_id,
+                created=self.now(),
                 amount=session["amount_total"],
                 currency=session["currency"],
                 receipt_email=session["customer_email"],
+                status="processing" if delayed else "succeeded",
             )
+            email = session["customer_email"] or "customer@example.com"
             self._payment_intents[pi["id"]] = pi
+            self._session_by_pi[pi["id"]] = session_id
+            self._charges[charge_id] = payment_objects.charge(
+                charge_id=charge_id,
+                payment_intent=pi,
+                status="pending" if delayed else "succeeded",
+                billing_email=email,
+            )
             session.update(
                 status="complete",
-                payment_status="paid",
+                payment_status="unpaid" if delayed else "paid",
                 payment_intent=pi["id"],
                 url=None,  # Stripe clears the URL once the session can no longer be used
-                customer_details=objects.customer_details(
-                    session["customer_email"] or "customer@example.com"
-                ),
+                customer_details=objects.customer_details(email),
             )
-            return self._emit_locked("checkout.session.completed", session, ctx)
+            return self.emit_locked("checkout.session.completed", session, ctx)
+
+    async def settle_delayed_payment(self, session_id: str, outcome: AsyncOutcome) -> StripeObject:
+        """The bank's answer to a delayed payment: returns the async_payment_* event."""
+        async with self.lock:
+            self._expire_due_locked()
+            session = self._session_or_404(session_id)
+            pi = self._payment_intents.get(session["payment_intent"] or "")
+            if pi is None or pi["status"] != "processing":
+                raise StripeApiError(
+                    400,
+                    f"Checkout Session {session_id} has no delayed payment waiting for its "
+                    f"result (status `{session['status']}`, payment_status "
+                    f"`{session['payment_status']}`).",
+                )
+            charge = self._charges[pi["latest_charge"]]
+            if outcome == "succeeded":
+                payment_objects.set_payment_intent_status(pi, "succeeded")
+                payment_objects.set_charge_status(charge, "succeeded")
+                session["payment_status"] = "paid"
+                return self.emit_locked(
+                    "checkout.session.async_payment_succeeded", session, NO_REQUEST
+                )
+            # The session stays complete and unpaid, as Stripe leaves it.
+            payment_objects.set_payment_intent_status(pi, "requires_payment_method")
+            payment_objects.set_charge_status(charge, "failed")
+            return self.emit_locked("checkout.session.async_payment_failed", session, NO_REQUEST)
 
     async def force_expire(self, session_id: str) -> StripeObject:
         """Expire now, as the clock would at ``expires_at``: returns the expired event."""
@@ -210,7 +257,7 @@ class SimStore:
 
     def _expire_locked(self, session: StripeObject, ctx: RequestContext) -> StripeObject:
         session.update(status="expired", url=None)
-        return self._emit_locked("checkout.session.expired", session, ctx)
+        return self.emit_locked("checkout.session.expired", session, ctx)
 
     def _session_or_404(self, session_id: str) -> StripeObject:
         try:
@@ -235,66 +282,36 @@ class SimStore:
             except KeyError:
                 raise objects.resource_missing("payment_intent", pi_id, "intent") from None
 
-    # --- refunds -----------------------------------------------------------
+    # --- for the refund ledger and the webhook dispatcher ----------------------
 
-    async def create_refund(
-        self,
-        *,
-        pi_id: str,
-        amount: int | None,
-        reason: str | None,
-        metadata: dict[str, str],
-        ctx: RequestContext,
-    ) -> StripeObject:
-        """Refund ``amount`` (default: all that is left) of a succeeded payment intent."""
-        async with self.lock:
-            pi = self._payment_intents.get(pi_id)
-            if pi is None:
-                raise ParamError(
-                    f"No such payment_intent: '{pi_id}'",
-                    param="payment_intent",
-                    code="resource_missing",
-                )
-            refunded = self._refunded.get(pi_id, 0)
-            left = pi["amount_received"] - refunded
-            if left <= 0:
-                raise StripeApiError(
-                    400,
-                    f"Charge {pi['latest_charge']} has already been refunded.",
-                    code="charge_already_refunded",
-                )
-            amount = left if amount is None else amount
-            if amount > left:
-                raise StripeApiError(
-                    400,
-                    f"Refund amount ({amount} {pi['currency']}) is greater than unrefunded "
-                    f"amount on charge ({left} {pi['currency']})",
-                    code="amount_too_large",
-                    param="amount",
-                )
-            refund = objects.succeeded_refund(
-                refund_id=objects.new_id("re_"),
-                created=self.now(),
-                amount=amount,
-                payment_intent=pi,
-                reason=reason,
-                metadata=metadata,
-            )
-            self._refunds[refund["id"]] = refund
-            self._refunded[pi_id] = refunded + amount
-            self._emit_locked("refund.created", refund, ctx)
-            return copy.deepcopy(refund)
+    def payment_intent_locked(self, pi_id: str) -> StripeObject | None:
+        """The stored intent itself, to be read or changed while holding ``lock``."""
+        return self._payment_intents.get(pi_id)
 
-    async def get_refund(self, refund_id: str) -> StripeObject:
-        async with self.lock:
-            try:
-                return copy.deepcopy(self._refunds[refund_id])
-            except KeyError:
-                raise objects.resource_missing("refund", refund_id, "refund") from None
+    def charge_locked(self, charge_id: str) -> StripeObject:
+        """The stored charge itself, to be read or changed while holding ``lock``."""
+        return self._charges[charge_id]
+
+    def related_session_id(self, obj: StripeObject) -> str | None:
+        """The Checkout Session an event's object belongs to (sessions, refunds, charges).
+
+        No lock: a plain read that never awaits cannot interleave with a writer.
+        """
+        if obj.get("object") == "checkout.session":
+            return str(obj["id"])
+        pi_id = obj.get("payment_intent")
+        return self._session_by_pi.get(pi_id) if isinstance(pi_id, str) else None
 
     # --- events ------------------------------------------------------------
 
-    def _emit_locked(self, type_: str, obj: StripeObject, ctx: RequestContext) -> StripeObject:
+    def emit_locked(
+        self,
+        type_: str,
+        obj: StripeObject,
+        ctx: RequestContext,
+        previous_attributes: StripeObject | None = None,
+    ) -> StripeObject:
+        """Record an event about ``obj`` (caller holds ``lock``) and hand it to the sinks."""
         event = objects.event(
             event_id=objects.new_id("evt_"),
             created=self.now(),
@@ -304,6 +321,7 @@ class SimStore:
             pending_webhooks=1 if self._webhooks_enabled else 0,
             request_id=ctx.request_id,
             idempotency_key=ctx.idempotency_key,
+            previous_attributes=previous_attributes,
         )
         self._events[event["id"]] = event
         for sink in self._sinks:

@@ -6,6 +6,7 @@ them and renders their result or error exactly as Stripe's responses look.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -19,6 +20,7 @@ from fastapi import Request, Response
 
 from . import objects
 from .config import SimConfig
+from .faults import Faults
 from .idempotency import IdempotencyKeys
 from .objects import ParamError, StripeApiError, StripeObject
 from .params import Params, request_params
@@ -56,15 +58,23 @@ def check_api_key(request: Request, expected: str) -> None:
         raise _auth_error(f"Invalid API Key provided: {masked}")
 
 
+# How often a held response checks whether its client is still waiting.
+_DISCONNECT_POLL_SECONDS = 0.05
+
 Handler = Callable[[Params, RequestContext], Awaitable[StripeObject]]
 
 
 class StripeApi:
-    """Runs a v1 endpoint the way Stripe's edge does: auth, decoding, idempotency, errors."""
+    """Runs a v1 endpoint the way Stripe's edge does: auth, decoding, idempotency, errors.
 
-    def __init__(self, config: SimConfig, idempotency: IdempotencyKeys) -> None:
+    Injected faults (see :mod:`.faults`) act here too: an API error answers before
+    anything else happens, and a timeout-after-commit holds a response already committed.
+    """
+
+    def __init__(self, config: SimConfig, idempotency: IdempotencyKeys, faults: Faults) -> None:
         self._config = config
         self._idempotency = idempotency
+        self._faults = faults
 
     async def call(self, request: Request, handler: Handler, status: int = 200) -> Response:
         request_id = objects.new_id("req_", 14)
@@ -75,6 +85,11 @@ class StripeApi:
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
         if key:
             headers["Idempotency-Key"] = key
+        injected = self._faults.take_api_error(request.method, request.url.path)
+        if injected is not None:
+            # Before auth and idempotency: nothing is done and the key stays unused, so
+            # a retry with the same key runs the request for real.
+            return error_response(_injected_error(injected.status), headers)
         try:
             check_api_key(request, self._config.api_key)
             params = await request_params(request)
@@ -82,6 +97,7 @@ class StripeApi:
             return error_response(exc, headers)
         if not key:
             outcome = await self._run(handler, params, RequestContext(request_id), status)
+            await self._hold_if_faulted(request, outcome)
             return Response(outcome.body, outcome.status, headers, media_type="application/json")
         try:
             replay = await self._idempotency.begin(key, request.method, request.url.path, params)
@@ -101,7 +117,25 @@ class StripeApi:
             await self._idempotency.finish(key, outcome.status, outcome.body, request_id)
         else:
             await self._idempotency.abort(key)
+        # After finish(): a retry arriving while this response is held gets the replay.
+        await self._hold_if_faulted(request, outcome)
         return Response(outcome.body, outcome.status, headers, media_type="application/json")
+
+    async def _hold_if_faulted(self, request: Request, outcome: _Outcome) -> None:
+        """Stripe's "timed out after succeeding": only a request that did something counts."""
+        if not 200 <= outcome.status < 300:
+            return
+        seconds = self._faults.take_timeout(request.method, request.url.path)
+        if seconds is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            # Once the client has given up nobody can receive the response; stop holding so
+            # the server is not kept busy (and can shut down) for the rest of the delay.
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(min(remaining, _DISCONNECT_POLL_SECONDS))
 
     @staticmethod
     async def _run(handler: Handler, params: Params, ctx: RequestContext, status: int) -> _Outcome:
@@ -126,6 +160,14 @@ class _Outcome:
     status: int
     body: bytes
     stored: bool  # whether an idempotency key keeps this result for replays
+
+
+def _injected_error(status: int) -> StripeApiError:
+    return StripeApiError(
+        status,
+        "An error occurred with our connection to Stripe. (Injected by the Stripe simulator.)",
+        type_="api_error",
+    )
 
 
 def error_response(exc: StripeApiError, headers: dict[str, str] | None = None) -> Response:

@@ -1,14 +1,22 @@
-"""Webhook delivery: each event POSTed, signed as Stripe does, with bounded retries."""
+"""Webhook delivery: each event POSTed, signed as Stripe does, with bounded retries.
+
+Webhook faults (:mod:`.faults`) are applied here: an event may be dropped, sent several
+times at once, delayed, or held with the other events of its Checkout Session and sent
+newest first.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 
 from .config import SimConfig
+from .faults import NORMAL_DELIVERY, Faults, WebhookPlan
 from .objects import StripeObject
 from .signing import signature_header
 from .store import SimStore
@@ -23,11 +31,18 @@ class WebhookDispatcher:
     redirects are not followed, and any non-2xx counts as a failure.
     """
 
-    def __init__(self, config: SimConfig, store: SimStore) -> None:
+    def __init__(self, config: SimConfig, store: SimStore, faults: Faults) -> None:
         self._config = config
         self._store = store
+        self._faults = faults
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Events held by the `reorder` fault, per Checkout Session, oldest first.
+        self._held: dict[str, list[tuple[StripeObject, WebhookPlan]]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.webhook_url is not None
 
     def start(self) -> None:
         self._client = httpx.AsyncClient(
@@ -43,16 +58,59 @@ class WebhookDispatcher:
             self._client = None
 
     def submit(self, event: StripeObject) -> None:
-        if self._config.webhook_url is None:
+        """A new event (called under the store's lock, so this only schedules work)."""
+        if not self.enabled:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(event))
+        # Decided now, not at send time: faults changed later do not alter queued events.
+        plan = self._faults.plan_webhook()
+        if plan.drop:
+            log.info("webhook %s (%s) dropped by fault injection", event["id"], event["type"])
+            return
+        if plan.reorder:
+            self._hold(event, plan)
+            return
+        self._spawn(self._deliver_copies(event, plan))
+
+    def redeliver(self, event: StripeObject) -> None:
+        """Send a stored event again, signed anew; faults do not apply to this resend."""
+        self._faults.count("webhook_redeliveries")
+        self._spawn(self._deliver_copies(event, NORMAL_DELIVERY))
+
+    def _hold(self, event: StripeObject, plan: WebhookPlan) -> None:
+        obj = event["data"]["object"]
+        group = self._store.related_session_id(obj) or str(obj.get("id"))
+        held = self._held.get(group)
+        if held is None:
+            # The window starts at the group's first event: a steady stream of events
+            # cannot postpone delivery forever.
+            self._held[group] = [(event, plan)]
+            self._spawn(self._release_later(group))
+        else:
+            held.append((event, plan))
+
+    async def _release_later(self, group: str) -> None:
+        await asyncio.sleep(self._config.webhook_reorder_hold_seconds)
+        held = self._held.pop(group, [])
+        # One after the other, so that the receiver really sees them newest first.
+        for event, plan in reversed(held):
+            await self._deliver_copies(event, plan)
+
+    async def _deliver_copies(self, event: StripeObject, plan: WebhookPlan) -> None:
+        await asyncio.gather(
+            *(self._deliver(event, plan.delay_seconds) for _ in range(plan.copies))
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         # Keep a reference: the loop holds tasks only weakly.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, event: StripeObject) -> None:
+    async def _deliver(self, event: StripeObject, delay_seconds: float) -> None:
         url = self._config.webhook_url
         assert url is not None and self._client is not None
+        if delay_seconds > 0:
+            await asyncio.sleep(delay_seconds)
         # Stripe sends pretty-printed JSON; receivers must verify these exact bytes.
         payload = json.dumps(event, indent=2).encode("utf-8")
         attempts = self._config.webhook_max_attempts
