@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any, cast
 
-from services.cart import api
+from services.cart import api, session_api
 from services.cart import repository as repo
 from services.cart.handlers import HANDLERS
 from services.cart.models import Base, inbox, outbox
+from services.cart.sessions import clean_up_sessions
 from services.cart.settings import CartSettings
 from shared.bus import Bus
 from shared.logging import log_fields
@@ -71,7 +72,8 @@ def build(
         outbox_table=outbox,
         inbox_table=inbox,
         handlers=HANDLERS,
-        routers=[api.router],
+        routers=[api.router, session_api.router],
+        background=[clean_up_sessions],
         on_startup=on_startup,
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

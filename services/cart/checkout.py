@@ -1,17 +1,20 @@
-"""Turning an open cart into a `CheckoutRequested`, exactly once per idempotency key."""
+"""Turning a checkout session into a `CheckoutRequested`, exactly once per idempotency key and
+at most once per session."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import IntegrityError
 
-from services.cart import domain
+from services.cart import domain, sessions
 from services.cart import repository as repo
-from services.cart.models import Checkout
+from services.cart import session_domain as rules
+from services.cart.models import Checkout, CheckoutSession, utcnow
+from services.cart.settings import CartSettings
 from shared.errors import ApiError, not_found
 from shared.messages.contracts import CheckoutRequested
 from shared.runtime import ServiceRuntime
@@ -30,10 +33,11 @@ def order_url(checkout_id: str) -> str:
     return f"/api/orders/orders/{checkout_id}"
 
 
-def accepted_body(checkout_id: str, totals: domain.Totals) -> dict[str, Any]:
+def accepted_body(checkout_id: str, session_id: str, totals: domain.Totals) -> dict[str, Any]:
     return {
         "checkout_id": checkout_id,
         "order_id": checkout_id,
+        "session_id": session_id,
         "status": "requested",
         "totals": asdict(totals),
         "order_url": order_url(checkout_id),
@@ -41,10 +45,22 @@ def accepted_body(checkout_id: str, totals: domain.Totals) -> dict[str, Any]:
 
 
 async def request_checkout(
-    runtime: ServiceRuntime, *, user_id: str, cart_id: str, key: str, use_credits: bool
+    runtime: ServiceRuntime,
+    *,
+    user_id: str,
+    cart_id: str,
+    key: str,
+    use_credits: bool | None,
+    session_id: str | None = None,
 ) -> CheckoutResponse:
-    """Starts a checkout, or answers a retry with the response its first attempt got."""
-    digest = domain.request_hash(cart_id, use_credits=use_credits)
+    """Starts a checkout, or answers a retry with the response its first attempt got.
+
+    Without `session_id` the cart's active session is used (renewed or issued as needed), as
+    before sessions existed; with it, exactly that session must still be good to check out.
+    """
+    if session_id is None and use_credits is None:
+        use_credits = True
+    digest = domain.request_hash(cart_id, use_credits=use_credits, session_id=session_id)
     async with runtime.sessionmaker() as session:
         existing = await repo.checkout_by_key(session, user_id=user_id, key=key)
     if existing is not None:
@@ -56,6 +72,7 @@ async def request_checkout(
             cart_id=cart_id,
             key=key,
             use_credits=use_credits,
+            session_id=session_id,
             digest=digest,
         )
     except (IntegrityError, ApiError, domain.CartError):
@@ -84,20 +101,41 @@ async def _start(
     user_id: str,
     cart_id: str,
     key: str,
-    use_credits: bool,
+    use_credits: bool | None,
+    session_id: str | None,
     digest: str,
 ) -> CheckoutResponse:
+    settings = cast(CartSettings, runtime.settings)
+    now = utcnow()
     async with runtime.transaction() as session:
-        cart = await repo.get_cart(session, cart_id=cart_id, user_id=user_id)
+        cart = await repo.get_cart(session, cart_id=cart_id, user_id=user_id, for_update=True)
         if cart is None:
             raise not_found("cart")
-        domain.ensure_open(cart.status)
-        priced = domain.price_checkout(
-            await repo.line_items(session, cart.id), use_credits=use_credits
-        )
-        domain.ensure_currency(cart.currency, priced.currency)
+        chosen: CheckoutSession
+        if session_id is None:
+            issued = await sessions.issue(
+                session,
+                cart=cart,
+                use_credits=bool(use_credits),
+                now=now,
+                ttl_seconds=settings.session_ttl_seconds,
+            )
+            chosen = issued.row
+        else:
+            found = await repo.get_session(session, session_id=session_id, user_id=user_id)
+            if found is None or found.cart_id != cart.id:
+                raise not_found("session")
+            if use_credits is not None and use_credits != found.use_credits:
+                raise rules.UseCreditsConflict()
+            problem = rules.checkout_problem(
+                sessions.facts(found), await sessions.cart_facts(session, cart), now
+            )
+            if problem is not None:
+                raise problem
+            chosen = found
+        priced = rules.priced_from(chosen.snapshot)
         checkout_id = str(uuid.uuid4())
-        body = accepted_body(checkout_id, priced.totals)
+        body = accepted_body(checkout_id, chosen.id, priced.totals)
         # Inserted before the cart moves: a same-key twin then fails on the unique key (and is
         # answered as a retry) rather than on the cart's version.
         await repo.add_checkout(
@@ -112,6 +150,10 @@ async def _start(
                 response=json.dumps(body),
             ),
         )
+        if not await repo.complete_session(
+            session, session_id=chosen.id, checkout_id=checkout_id, now=now
+        ):
+            raise rules.SessionNotActive()
         if not await repo.start_cart_checkout(session, cart_id=cart.id, version=cart.version):
             raise ApiError(
                 409,

@@ -9,6 +9,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from shared.messages.contracts import CheckoutLine, ItemKind, PaidWith
 
@@ -30,7 +32,7 @@ class ItemUnavailable(CartError):
     code = "item_unavailable"
 
     def __init__(self, item_id: str) -> None:
-        super().__init__(f"catalogue item {item_id!r} is unknown or no longer sold")
+        super().__init__(f"catalogue item {item_id!r} is unknown or not on sale now")
         self.item_id = item_id
 
 
@@ -62,6 +64,26 @@ MIN_QUANTITY = 1
 MAX_QUANTITY = 99
 
 
+class Sellable(Protocol):
+    """What decides whether a catalogue item can be bought at a given moment."""
+
+    @property
+    def active(self) -> bool: ...
+    @property
+    def available_from(self) -> datetime | None: ...
+    @property
+    def available_until(self) -> datetime | None: ...
+
+
+def is_available(item: Sellable, now: datetime) -> bool:
+    """On sale: switched on by the operator, and `now` inside [available_from, available_until)."""
+    if not item.active:
+        return False
+    if item.available_from is not None and now < item.available_from:
+        return False
+    return item.available_until is None or now < item.available_until
+
+
 @dataclass(frozen=True)
 class LineItem:
     """A cart line joined with its catalogue item as it is now."""
@@ -75,6 +97,8 @@ class LineItem:
     credit_price: int | None
     units_per_item: int
     active: bool = True
+    available_from: datetime | None = None
+    available_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,17 +169,26 @@ def price_lines(items: Sequence[LineItem], *, use_credits: bool, currency: str) 
     return PricedCheckout(lines=lines, totals=totals)
 
 
-def price_checkout(items: Sequence[LineItem], *, use_credits: bool) -> PricedCheckout:
-    """Prices a cart about to be checked out: it must be non-empty and every item still sold."""
+def price_checkout(
+    items: Sequence[LineItem], *, use_credits: bool, now: datetime
+) -> PricedCheckout:
+    """Prices a cart about to be checked out: it must be non-empty and every item on sale now."""
     if not items:
         raise EmptyCart()
     for item in items:
-        if not item.active:
+        if not is_available(item, now):
             raise ItemUnavailable(item.item_id)
     return price_lines(items, use_credits=use_credits, currency=items[0].currency)
 
 
-def request_hash(cart_id: str, *, use_credits: bool) -> str:
-    """Fingerprint of a checkout request, to tell a retry from a reused idempotency key."""
-    canonical = json.dumps({"cart_id": cart_id, "use_credits": use_credits}, sort_keys=True)
+def request_hash(cart_id: str, *, use_credits: bool | None, session_id: str | None = None) -> str:
+    """Fingerprint of a checkout request, to tell a retry from a reused idempotency key.
+
+    Without a session id it is the fingerprint stored before sessions existed, so a retry of
+    such a request is still recognised.
+    """
+    request: dict[str, object] = {"cart_id": cart_id, "use_credits": use_credits}
+    if session_id is not None:
+        request["session_id"] = session_id
+    canonical = json.dumps(request, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

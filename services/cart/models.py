@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,9 +36,30 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite would otherwise hand back naive times, which cannot
+    be compared with `now` in the domain rules."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 ITEM_KINDS = ("credit_pack", "session_package", "server_plan", "service_job")
 CART_STATUSES = ("open", "checking_out", "checked_out")
 CHECKOUT_STATUSES = ("requested", "completed", "partially_completed", "cancelled")
+SESSION_STATUSES = ("active", "completed", "expired", "invalidated")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -48,6 +74,11 @@ class CatalogueItem(Base):
         CheckConstraint("credit_price IS NULL OR credit_price >= 0", name="credit_price_valid"),
         CheckConstraint("units_per_item >= 0", name="units_not_negative"),
         CheckConstraint("length(currency) = 3", name="currency_code"),
+        # Added by a later revision as a column-level CHECK on SQLite (no table rebuild there).
+        CheckConstraint(
+            "available_until IS NULL OR available_from IS NULL OR available_until > available_from",
+            name="availability_window",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -59,6 +90,9 @@ class CatalogueItem(Base):
     credit_price: Mapped[int | None] = mapped_column(Integer, nullable=True)
     units_per_item: Mapped[int] = mapped_column(Integer, default=1)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Sold from / until these instants (NULL: no bound); `active` is the operator's hard switch.
+    available_from: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    available_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -114,6 +148,52 @@ class Checkout(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckoutSession(Base):
+    """A priced snapshot of a cart the shopper is about to pay for; checked out at most once."""
+
+    __tablename__ = "checkout_sessions"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", SESSION_STATUSES), name="status"),
+        CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+        # A completed session names its checkout, and only a completed one does.
+        CheckConstraint(
+            "(status = 'completed' AND checkout_id IS NOT NULL)"
+            " OR (status <> 'completed' AND checkout_id IS NULL)",
+            name="checkout_iff_completed",
+        ),
+        CheckConstraint("length(content_hash) = 64", name="content_hash_sha256"),
+        # At most one active session per cart: two tabs opening checkout cannot both get one.
+        Index(
+            "uq_checkout_sessions_one_active_per_cart",
+            "cart_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+        Index("ix_checkout_sessions_status_expires_at", "status", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cart_id: Mapped[str] = mapped_column(ForeignKey("carts.id"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    use_credits: Mapped[bool] = mapped_column(Boolean)
+    # {"lines": [CheckoutLine...], "totals": Totals}: exactly what CheckoutRequested will carry.
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # SHA-256 of the priced cart content; the cart "still matches" while it prices the same.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # One session per checkout (unique), set by the conditional active -> completed update.
+    checkout_id: Mapped[str | None] = mapped_column(
+        ForeignKey("checkouts.id"), unique=True, nullable=True
+    )
+    # The session issued when a cart change (or recovery) replaced this one; not a foreign key,
+    # so that cleanup can delete sessions in any order.
+    replaced_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 outbox = outbox_table(Base.metadata)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.domain import LineItem
-from services.cart.models import Cart, CartLine, CatalogueItem, Checkout
+from services.cart.models import Cart, CartLine, CatalogueItem, Checkout, CheckoutSession
 from shared.db import upsert_insert
 
 
@@ -26,8 +26,17 @@ def _rowcount(result: Any) -> int:
 # --- catalogue -------------------------------------------------------------------------------
 
 
-async def active_items(session: AsyncSession) -> Sequence[CatalogueItem]:
-    query = select(CatalogueItem).where(CatalogueItem.active.is_(True)).order_by(CatalogueItem.id)
+def _on_sale(now: datetime) -> ColumnElement[bool]:
+    """SQL twin of `domain.is_available`."""
+    return and_(
+        CatalogueItem.active.is_(True),
+        or_(CatalogueItem.available_from.is_(None), CatalogueItem.available_from <= now),
+        or_(CatalogueItem.available_until.is_(None), CatalogueItem.available_until > now),
+    )
+
+
+async def items_on_sale(session: AsyncSession, now: datetime) -> Sequence[CatalogueItem]:
+    query = select(CatalogueItem).where(_on_sale(now)).order_by(CatalogueItem.id)
     return (await session.scalars(query)).all()
 
 
@@ -96,8 +105,14 @@ async def create_cart(session: AsyncSession, *, cart_id: str, user_id: str, curr
     return cart
 
 
-async def get_cart(session: AsyncSession, *, cart_id: str, user_id: str) -> Cart | None:
+async def get_cart(
+    session: AsyncSession, *, cart_id: str, user_id: str, for_update: bool = False
+) -> Cart | None:
+    """`for_update` row-locks the cart on PostgreSQL (SQLite's BEGIN IMMEDIATE already
+    serialises writers): session issuing, line changes and checkout of one cart queue up."""
     query = select(Cart).where(Cart.id == cart_id, Cart.user_id == user_id)
+    if for_update:
+        query = query.with_for_update()
     return (await session.scalars(query)).one_or_none()
 
 
@@ -120,6 +135,8 @@ async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
             credit_price=item.credit_price,
             units_per_item=item.units_per_item,
             active=item.active,
+            available_from=item.available_from,
+            available_until=item.available_until,
         )
         for quantity, item in (await session.execute(query)).all()
     ]
@@ -205,3 +222,103 @@ async def finish_checkout(
     if _rowcount(result) != 1:
         return None
     return await session.scalar(select(Checkout.cart_id).where(Checkout.id == checkout_id))
+
+
+# --- checkout sessions -----------------------------------------------------------------------
+
+
+async def add_session(session: AsyncSession, row: CheckoutSession) -> None:
+    """Raises IntegrityError when the cart has an active session already (partial unique index)."""
+    session.add(row)
+    await session.flush()
+
+
+async def get_session(
+    session: AsyncSession, *, session_id: str, user_id: str
+) -> CheckoutSession | None:
+    query = select(CheckoutSession).where(
+        CheckoutSession.id == session_id, CheckoutSession.user_id == user_id
+    )
+    return (await session.scalars(query)).one_or_none()
+
+
+async def active_session(session: AsyncSession, cart_id: str) -> CheckoutSession | None:
+    """The cart's session in status `active` (which may be past its expiry, not yet marked)."""
+    query = select(CheckoutSession).where(
+        CheckoutSession.cart_id == cart_id, CheckoutSession.status == "active"
+    )
+    return (await session.scalars(query)).one_or_none()
+
+
+async def retire_active_session(
+    session: AsyncSession, *, cart_id: str, replaced_by: str | None, now: datetime
+) -> bool:
+    """Ends the cart's active session: `expired` if its time is up, else `invalidated` (pointing
+    at its successor). Returns whether an unexpired session was invalidated."""
+    await session.execute(
+        update(CheckoutSession)
+        .where(
+            CheckoutSession.cart_id == cart_id,
+            CheckoutSession.status == "active",
+            CheckoutSession.expires_at <= now,
+        )
+        .values(status="expired", updated_at=now)
+    )
+    result = await session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.cart_id == cart_id, CheckoutSession.status == "active")
+        .values(status="invalidated", replaced_by=replaced_by, updated_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+async def complete_session(
+    session: AsyncSession, *, session_id: str, checkout_id: str, now: datetime
+) -> bool:
+    """active -> completed, once: only an unexpired active session, only one checkout."""
+    result = await session.execute(
+        update(CheckoutSession)
+        .where(
+            CheckoutSession.id == session_id,
+            CheckoutSession.status == "active",
+            CheckoutSession.expires_at > now,
+        )
+        .values(status="completed", checkout_id=checkout_id, updated_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+async def mark_recovered(
+    session: AsyncSession, *, session_id: str, replaced_by: str, now: datetime
+) -> None:
+    """An expired session points at the session that recovered it."""
+    await session.execute(
+        update(CheckoutSession)
+        .where(
+            CheckoutSession.id == session_id,
+            CheckoutSession.status.in_(("active", "expired")),
+            CheckoutSession.expires_at <= now,
+        )
+        .values(status="expired", replaced_by=replaced_by, updated_at=now)
+    )
+
+
+async def expire_sessions(session: AsyncSession, now: datetime) -> int:
+    result = await session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.status == "active", CheckoutSession.expires_at <= now)
+        .values(status="expired", updated_at=now)
+    )
+    return _rowcount(result)
+
+
+async def delete_ended_sessions(session: AsyncSession, *, ended_before: datetime) -> int:
+    """Deletes expired and invalidated sessions that ended before the given time; completed
+    sessions stay, as the record of what each checkout was priced from."""
+    result = await session.execute(
+        delete(CheckoutSession).where(
+            CheckoutSession.status.in_(("expired", "invalidated")),
+            CheckoutSession.updated_at < ended_before,
+        )
+    )
+    return _rowcount(result)

@@ -17,3 +17,10 @@ class CartSettings(ServiceSettings):
     seed_catalogue: bool = True
     # Currency of new carts; every line added must be priced in it.
     default_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    # A checkout session is valid this long after it is issued; a cart change issues a new one.
+    session_ttl_seconds: int = Field(default=86400, ge=1)
+    # How often the background task marks expired sessions and deletes old ones.
+    session_cleanup_interval_seconds: float = Field(default=60.0, gt=0)
+    # Expired and invalidated sessions are kept (and can be recovered while expired) this long
+    # after they ended, then deleted. Completed sessions are never deleted.
+    session_retention_seconds: int = Field(default=7 * 86400, ge=0)

@@ -59,6 +59,36 @@ class CartRig:
         headers = {**self.as_user(user_id), "Idempotency-Key": key}
         return await self.http.post(f"/carts/{cart_id}/checkout", json=body, headers=headers)
 
+    async def put_line(
+        self, cart_id: str, item_id: str, quantity: int, user_id: str = "alice", **extra: Any
+    ) -> httpx.Response:
+        return await self.http.put(
+            f"/carts/{cart_id}/lines/{item_id}",
+            json={"quantity": quantity, **extra},
+            headers=self.as_user(user_id),
+        )
+
+    async def open_session(
+        self, cart_id: str, user_id: str = "alice", body: Any = None
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/carts/{cart_id}/sessions", json=body, headers=self.as_user(user_id)
+        )
+
+    async def session(self, session_id: str, user_id: str = "alice") -> httpx.Response:
+        return await self.http.get(f"/sessions/{session_id}", headers=self.as_user(user_id))
+
+    async def recover(self, session_id: str, user_id: str = "alice") -> httpx.Response:
+        return await self.http.post(
+            f"/sessions/{session_id}/recover", headers=self.as_user(user_id)
+        )
+
+    async def put_item(self, item_id: str, **item: Any) -> httpx.Response:
+        body = {"kind": "session_package", "name": item_id, "currency": "EUR", **item}
+        return await self.http.put(
+            f"/catalogue/items/{item_id}", json=body, headers=self.as_user("olga", operator=True)
+        )
+
     async def emitted(self, message_type: str | None = None) -> list[Envelope]:
         async with self.runtime.sessionmaker() as session:
             rows = (await session.execute(select(outbox.c.body).order_by(outbox.c.seq))).all()

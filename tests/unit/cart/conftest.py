@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest_asyncio
@@ -12,15 +13,33 @@ from cart_rig import CartRig, cart_settings, stop
 from services.cart.bootstrap import build
 from shared.memory_bus import MemoryBus
 
+MakeCart = Callable[..., Awaitable[CartRig]]
+
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def cart(tmp_path: Path) -> AsyncIterator[CartRig]:
-    bus = MemoryBus()
-    runtime = build(cart_settings(tmp_path / "cart.db"), bus=bus, auto_migrate=True)
-    await runtime.start()
-    transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
+async def make_cart(tmp_path: Path) -> AsyncIterator[MakeCart]:
+    """Factory: `await make_cart(session_ttl_seconds=1)` starts a cart service with these
+    settings on its own SQLite file; all are stopped after the test."""
+    running: list[tuple[CartRig, MemoryBus]] = []
+
+    async def make(**overrides: Any) -> CartRig:
+        bus = MemoryBus()
+        db_file = tmp_path / f"cart-{len(running)}.db"
+        runtime = build(cart_settings(db_file, **overrides), bus=bus, auto_migrate=True)
+        await runtime.start()
+        transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
+        rig = CartRig(runtime, httpx.AsyncClient(transport=transport, base_url="http://cart"))
+        running.append((rig, bus))
+        return rig
+
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://cart") as http:
-            yield CartRig(runtime, http)
+        yield make
     finally:
-        await stop(runtime, bus)
+        for rig, bus in reversed(running):
+            await rig.http.aclose()
+            await stop(rig.runtime, bus)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def cart(make_cart: MakeCart) -> CartRig:
+    return await make_cart()

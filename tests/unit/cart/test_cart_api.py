@@ -24,6 +24,9 @@ async def test_the_default_catalogue_is_seeded_and_public(cart: CartRig) -> None
         "credit_price": 400,
         "units_per_item": 10,
         "active": True,
+        "available_from": None,
+        "available_until": None,
+        "available": True,
     }
     assert items["credits-100"]["credit_price"] is None
     assert items["credits-100"]["units_per_item"] == 100

@@ -24,6 +24,7 @@ async def test_checkout_emits_one_checkout_requested_with_the_priced_lines(cart:
     assert body == {
         "checkout_id": checkout_id,
         "order_id": checkout_id,
+        "session_id": body["session_id"],
         "status": "requested",
         "totals": {
             "item_count": 3,

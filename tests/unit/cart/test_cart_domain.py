@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,13 +12,15 @@ from hypothesis import strategies as st
 from services.cart import domain
 from services.cart.domain import LineItem
 
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 PKG = LineItem("pkg-10", "session_package", "10 coaching sessions", 2, 5000, "EUR", 400, 10)
 VPS = LineItem("vps-small", "server_plan", "VPS small (1 month)", 1, 1500, "EUR", 120, 1)
 CREDITS = LineItem("credits-100", "credit_pack", "100 credits", 3, 1000, "EUR", None, 100)
 
 
 def test_with_credits_items_with_a_credit_price_are_paid_in_credits_the_rest_in_money() -> None:
-    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=True)
+    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=True, now=NOW)
 
     assert [(line.line_no, line.item_id, line.paid_with) for line in priced.lines] == [
         (1, "pkg-10", "credits"),
@@ -34,7 +37,7 @@ def test_with_credits_items_with_a_credit_price_are_paid_in_credits_the_rest_in_
 
 
 def test_without_credits_everything_is_paid_in_money() -> None:
-    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=False)
+    priced = domain.price_checkout([PKG, VPS, CREDITS], use_credits=False, now=NOW)
 
     assert {line.paid_with for line in priced.lines} == {"money"}
     assert priced.totals.money_total == 2 * 5000 + 1500 + 3 * 1000
@@ -42,7 +45,7 @@ def test_without_credits_everything_is_paid_in_money() -> None:
 
 
 def test_lines_carry_the_catalogue_prices_and_units() -> None:
-    (line,) = domain.price_checkout([PKG], use_credits=True).lines
+    (line,) = domain.price_checkout([PKG], use_credits=True, now=NOW).lines
 
     assert (line.unit_price, line.unit_credits, line.units_per_item, line.quantity) == (
         5000,
@@ -55,19 +58,43 @@ def test_lines_carry_the_catalogue_prices_and_units() -> None:
 
 def test_an_empty_cart_cannot_be_checked_out() -> None:
     with pytest.raises(domain.EmptyCart):
-        domain.price_checkout([], use_credits=True)
+        domain.price_checkout([], use_credits=True, now=NOW)
 
 
 def test_an_inactive_item_blocks_the_checkout_and_names_the_item() -> None:
     with pytest.raises(domain.ItemUnavailable) as raised:
-        domain.price_checkout([PKG, replace(VPS, active=False)], use_credits=True)
+        domain.price_checkout([PKG, replace(VPS, active=False)], use_credits=True, now=NOW)
     assert raised.value.item_id == "vps-small"
     assert raised.value.code == "item_unavailable"
 
 
+def test_an_item_is_on_sale_only_inside_its_window_and_while_active() -> None:
+    window = replace(VPS, available_from=NOW - HOUR, available_until=NOW + HOUR)
+
+    assert domain.is_available(VPS, NOW)  # no bounds
+    assert domain.is_available(window, NOW)
+    assert domain.is_available(window, NOW - HOUR)  # from is inclusive
+    assert not domain.is_available(window, NOW + HOUR)  # until is exclusive
+    assert not domain.is_available(window, NOW - 2 * HOUR)
+    assert not domain.is_available(replace(window, active=False), NOW)
+    assert domain.is_available(replace(VPS, available_until=NOW + HOUR), NOW)
+    assert not domain.is_available(replace(VPS, available_from=NOW + HOUR), NOW)
+
+
+def test_an_item_whose_sale_ended_blocks_the_checkout() -> None:
+    ended = replace(VPS, available_until=NOW)
+
+    with pytest.raises(domain.ItemUnavailable) as raised:
+        domain.price_checkout([PKG, ended], use_credits=True, now=NOW)
+    assert raised.value.item_id == "vps-small"
+    assert (
+        domain.price_checkout([PKG, ended], use_credits=True, now=NOW - HOUR).totals.item_count == 3
+    )
+
+
 def test_lines_in_two_currencies_are_refused() -> None:
     with pytest.raises(domain.MixedCurrencies):
-        domain.price_checkout([PKG, replace(VPS, currency="USD")], use_credits=True)
+        domain.price_checkout([PKG, replace(VPS, currency="USD")], use_credits=True, now=NOW)
 
 
 @pytest.mark.parametrize("quantity", [0, -1, 100, 10**9])
@@ -75,7 +102,7 @@ def test_quantities_outside_1_to_99_are_refused(quantity: int) -> None:
     with pytest.raises(domain.QuantityOutOfRange):
         domain.check_quantity(quantity)
     with pytest.raises(domain.QuantityOutOfRange):
-        domain.price_checkout([replace(PKG, quantity=quantity)], use_credits=True)
+        domain.price_checkout([replace(PKG, quantity=quantity)], use_credits=True, now=NOW)
 
 
 @pytest.mark.parametrize("quantity", [1, 99])
@@ -101,6 +128,12 @@ def test_request_hash_tells_a_retry_from_a_different_request() -> None:
     assert same == domain.request_hash("cart-1", use_credits=True)
     assert same != domain.request_hash("cart-1", use_credits=False)
     assert same != domain.request_hash("cart-2", use_credits=True)
+    # The fingerprint of a request without a session is what it was before sessions existed.
+    # (stored with checkouts already made: a retry of one must still be recognised).
+    assert same == "7fe0732f457c8b9b2f3dede068a5d04e0969ff5678cdc8771c75fe0b0532ff17"
+    with_session = domain.request_hash("cart-1", use_credits=None, session_id="s-1")
+    assert with_session != domain.request_hash("cart-1", use_credits=None, session_id="s-2")
+    assert with_session != domain.request_hash("cart-1", use_credits=True, session_id="s-1")
 
 
 kinds = st.sampled_from(["credit_pack", "session_package", "server_plan", "service_job"])
@@ -121,7 +154,7 @@ line_items = st.builds(
 def test_totals_are_the_sum_of_the_lines_and_each_line_is_paid_one_way(
     items: list[LineItem], use_credits: bool
 ) -> None:
-    priced = domain.price_checkout(items, use_credits=use_credits)
+    priced = domain.price_checkout(items, use_credits=use_credits, now=NOW)
     totals = priced.totals
 
     assert [line.line_no for line in priced.lines] == list(range(1, len(items) + 1))

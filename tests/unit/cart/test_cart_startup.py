@@ -1,18 +1,27 @@
-"""Startup: the catalogue is seeded once, and a cart line without its item stops the service."""
+"""Startup: the catalogue is seeded once; a cart line without its item, or a schema behind the
+code, stops the service with a clear line."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cart_rig import cart_settings, stop
+from alembic import command
+from cart_rig import CartRig, cart_settings, stop
+from sqlalchemy import Connection
 
 from services.cart import repository as repo
-from services.cart.bootstrap import OrphanCartLines, build
+from services.cart.bootstrap import MIGRATIONS, OrphanCartLines, build
+from shared.db import make_engine
 from shared.memory_bus import MemoryBus
+from shared.migrations import SchemaNotAtHead, alembic_config
 from shared.runtime import ServiceRuntime
 
 
@@ -101,3 +110,102 @@ async def test_the_database_itself_refuses_a_line_without_its_item(tmp_path: Pat
                 "INSERT INTO cart_lines (cart_id, item_id, quantity) VALUES ('c1', 'pkg-10', 100)"
             )
     conn.close()
+
+
+# --- the schema revision that added checkout sessions, over a database already deployed ------
+
+BEFORE_SESSIONS = "0aa48c8246e0"
+
+
+async def migrated_to(db_file: Path, revision: str) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{db_file}")
+    config = alembic_config(MIGRATIONS)
+
+    def upgrade(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade)
+    finally:
+        await engine.dispose()
+
+
+def cart_cli(db_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cart", *args],
+        env={
+            **os.environ,
+            "CART_DATABASE_URL": f"sqlite+aiosqlite:///{db_file}",
+            "CART_BROKER_URL": "memory://",
+            "CART_HTTP_PORT": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_schema_behind_the_code_refuses_the_start_with_a_clear_line(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "cart.db"
+    await migrated_to(db, BEFORE_SESSIONS)
+
+    runtime = build(cart_settings(db), bus=MemoryBus(), auto_migrate=False)
+    with pytest.raises(SchemaNotAtHead, match=rf"at \['{BEFORE_SESSIONS}'\], code expects"):
+        await runtime.start()
+    await runtime.engine.dispose()
+
+    refused = await asyncio.to_thread(cart_cli, db)
+    assert refused.returncode == 2, refused.stderr
+    assert "cart refuses to start" in refused.stderr
+    assert "run the service's `migrate` command first" in refused.stderr
+
+
+async def test_the_sessions_revision_keeps_existing_carts_and_they_check_out(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "cart.db"
+    await migrated_to(db, BEFORE_SESSIONS)
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(
+            "INSERT INTO catalogue_items (id, kind, name, unit_price, currency, credit_price,"
+            " units_per_item, active, created_at, updated_at) VALUES ('pkg-10', 'session_package',"
+            " '10 sessions', 5000, 'EUR', 400, 10, 1, '2026-01-01', '2026-01-01')"
+        )
+        conn.execute(
+            "INSERT INTO carts (id, user_id, status, currency, version, created_at, updated_at) "
+            "VALUES ('c-old', 'alice', 'open', 'EUR', 3, '2026-01-01', '2026-01-01')"
+        )
+        conn.execute(
+            "INSERT INTO cart_lines (cart_id, item_id, quantity) VALUES ('c-old', 'pkg-10', 2)"
+        )
+    conn.close()
+
+    migrated = await asyncio.to_thread(cart_cli, db, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+
+    bus = MemoryBus()
+    runtime = build(cart_settings(db), bus=bus, auto_migrate=False)
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cart") as http:
+            rig = CartRig(runtime, http)
+            view = (await http.get("/carts/c-old", headers=rig.as_user())).json()
+            session = await rig.open_session("c-old")
+            checkout = await rig.checkout(
+                "c-old", "old-cart", body={"session_id": session.json()["session_id"]}
+            )
+    finally:
+        await stopped(runtime, bus)
+
+    assert [(x["item_id"], x["quantity"], x["available"]) for x in view["lines"]] == [
+        ("pkg-10", 2, True)
+    ]
+    assert session.status_code == 201
+    assert checkout.status_code == 202, checkout.text
+    assert checkout.json()["totals"]["credits_total"] == 800
