@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Literal
 
 from alembic import command, context
+from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import make_engine
+from shared.db import UtcDateTime, make_engine
 
 
 class SchemaNotAtHead(RuntimeError):
@@ -49,9 +51,17 @@ def _run(connection: Connection, target_metadata: MetaData) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str | Literal[False]:
+    # Generated revisions must not import service models: UtcDateTime is a plain column there.
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 async def upgrade_to_head(engine: AsyncEngine, migrations_dir: Path) -> None:

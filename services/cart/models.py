@@ -10,20 +10,18 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import NAMING_CONVENTION, BigIntPk
+from shared.db import NAMING_CONVENTION, BigIntPk, UtcDateTime
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -34,26 +32,6 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in and out; SQLite would otherwise hand back naive times, which cannot
-    be compared with `now` in the domain rules."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass a timezone-aware UTC time")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 ITEM_KINDS = ("credit_pack", "session_package", "server_plan", "service_job")

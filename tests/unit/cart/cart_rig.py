@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,7 @@ class CartRig:
 async def stop(runtime: ServiceRuntime, bus: MemoryBus) -> None:
     await runtime.stop()
     await bus.close()
+
+
+# The fixture factory's type, for tests that build carts with their own settings.
+MakeCart = Callable[..., Awaitable[CartRig]]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from cart_rig import CartRig, cart_settings, stop
+from cart_rig import CartRig, MakeCart, cart_settings, stop
 
 from services.cart.bootstrap import build
 from shared.memory_bus import MemoryBus
-
-MakeCart = Callable[..., Awaitable[CartRig]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")

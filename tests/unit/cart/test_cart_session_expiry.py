@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from cart_rig import CartRig
-from conftest import MakeCart
+from cart_rig import CartRig, MakeCart
 from sqlalchemy import select
 
 from services.cart.models import CheckoutSession, utcnow
