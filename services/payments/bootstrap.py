@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from services.payments import ledger
+from services.payments import ledger, recovery
 from services.payments.api import router as accounts_router
 from services.payments.domain import parse_seed_credits
 from services.payments.handlers import build_handlers
 from services.payments.models import Base, inbox, outbox
+from services.payments.operator_api import router as operator_router
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import StripeGateway
 from services.payments.webhooks import router as webhook_router
@@ -23,6 +24,17 @@ SEED_TRACE_ID = "seed"
 log = logging.getLogger("services.payments")
 
 
+class StripeNotConfigured(RuntimeError):
+    """Outside demo mode the Stripe key and webhook secret have no defaults."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"{' and '.join(missing)} must be set (or PAYMENTS_DEMO_MODE=true for the bundled "
+            "Stripe simulator's test values)"
+        )
+        self.missing = missing
+
+
 def build(
     settings: PaymentsSettings | None = None,
     *,
@@ -31,6 +43,8 @@ def build(
     gateway: StripeGateway | None = None,
 ) -> ServiceRuntime:
     settings = settings or PaymentsSettings()
+    if missing := settings.missing_secrets():
+        raise StripeNotConfigured(missing)
     on_shutdown: BackgroundTask | None = None
     if gateway is None:  # a gateway passed in belongs to the caller, who closes it
         gateway = StripeGateway.from_settings(settings)
@@ -43,7 +57,8 @@ def build(
         outbox_table=outbox,
         inbox_table=inbox,
         handlers=build_handlers(gateway=gateway, settings=settings),
-        routers=(accounts_router, webhook_router),
+        routers=(accounts_router, webhook_router, operator_router),
+        background=(recovery.retry_stored_events(), recovery.reconcile_periodically(gateway)),
         on_shutdown=on_shutdown,
         on_startup=_seed_credits(settings),
         state={"stripe": gateway},

@@ -16,8 +16,16 @@ EntryKind = Literal["grant", "reserve", "capture", "release", "refund"]
 ENTRY_KINDS: tuple[EntryKind, ...] = ("grant", "reserve", "capture", "release", "refund")
 ReservationStatus = Literal["reserved", "captured", "released"]
 RESERVATION_STATUSES: tuple[ReservationStatus, ...] = ("reserved", "captured", "released")
-SessionStatus = Literal["open", "complete", "expired"]
-SESSION_STATUSES: tuple[SessionStatus, ...] = ("open", "complete", "expired")
+SessionStatus = Literal["open", "processing", "complete", "failed", "expired"]
+SESSION_STATUSES: tuple[SessionStatus, ...] = (
+    "open",
+    "processing",
+    "complete",
+    "failed",
+    "expired",
+)
+RefundStatus = Literal["pending", "succeeded", "failed", "canceled"]
+REFUND_STATUSES: tuple[RefundStatus, ...] = ("pending", "succeeded", "failed", "canceled")
 
 SYSTEM_ISSUED = "system:issued"
 SYSTEM_REVENUE = "system:revenue"
@@ -49,6 +57,37 @@ class ReservationNotCapturable(Exception):
 
 class InvalidSeed(ValueError):
     pass
+
+
+class RefundExceedsCapture(Exception):
+    """More credits to refund than the order captured minus what was refunded already."""
+
+    def __init__(self, *, order_id: str, requested: int) -> None:
+        super().__init__(
+            f"refund of {requested} credits for order {order_id} exceeds its captured credits "
+            "not yet refunded"
+        )
+        self.order_id = order_id
+        self.requested = requested
+
+
+class RefundExceedsPayment(Exception):
+    """More money to refund than the order paid minus what was refunded already."""
+
+    def __init__(self, *, order_id: str, requested: int) -> None:
+        super().__init__(
+            f"refund of {requested} for order {order_id} exceeds its payment not yet refunded"
+        )
+        self.order_id = order_id
+        self.requested = requested
+
+
+class PaymentNotRefundable(Exception):
+    """No completed Stripe payment to refund for the order (the saga never asks for that)."""
+
+
+class RefundKeyReused(Exception):
+    """One refund key of an order was sent again with a different amount."""
 
 
 def available_account(user_id: str) -> str:
@@ -184,3 +223,65 @@ class PricedLine(Protocol):
 def lines_total(lines: Iterable[PricedLine]) -> int:
     """What Stripe will charge for these line items, in minor units."""
     return sum(line.quantity * line.unit_amount for line in lines)
+
+
+# --- Checkout Session and refund lifecycles --------------------------------------------------
+
+# Status only moves forward: each target lists the statuses it may be reached from. A paid or
+# failed session never becomes processing again; an expired one was never paid.
+SESSION_MOVES: Mapping[SessionStatus, tuple[SessionStatus, ...]] = {
+    "processing": ("open",),
+    "complete": ("open", "processing"),
+    "failed": ("open", "processing"),
+    "expired": ("open",),
+}
+# Stripe can fail a refund after it succeeded (the bank returns it), never the other way round.
+REFUND_MOVES: Mapping[RefundStatus, tuple[RefundStatus, ...]] = {
+    "succeeded": ("pending",),
+    "failed": ("pending", "succeeded"),
+    "canceled": ("pending",),
+}
+# Refunds in these statuses count against what may still be refunded.
+REFUND_HOLDS_MONEY: tuple[RefundStatus, ...] = ("pending", "succeeded")
+
+PAID_STATUSES = frozenset({"paid", "no_payment_required"})
+_ASYNC_TARGETS: Mapping[str, SessionStatus] = {
+    "checkout.session.async_payment_succeeded": "complete",
+    "checkout.session.async_payment_failed": "failed",
+    "checkout.session.expired": "expired",
+}
+
+
+def session_target(event_type: str, payment_status: str | None) -> SessionStatus | None:
+    """Where a checkout.session.* webhook event moves our session; None: not a session move."""
+    if event_type == "checkout.session.completed":
+        # A delayed method (SEPA, bank transfer) completes the session before the money arrives.
+        return "complete" if payment_status in PAID_STATUSES else "processing"
+    return _ASYNC_TARGETS.get(event_type)
+
+
+def reconciled_target(
+    session_status: str, payment_status: str | None, intent_status: str | None
+) -> SessionStatus | None:
+    """Where Stripe's current view of a session moves ours; None while it is still open.
+
+    A completed-but-unpaid session is settled by its payment intent: `succeeded` is paid, and a
+    delayed payment that failed leaves the intent waiting for a new method or canceled.
+    """
+    if session_status == "expired":
+        return "expired"
+    if session_status != "complete":
+        return None
+    if payment_status in PAID_STATUSES or intent_status == "succeeded":
+        return "complete"
+    if intent_status in ("requires_payment_method", "canceled"):
+        return "failed"
+    return "processing"
+
+
+def refund_status(stripe_status: str | None) -> RefundStatus:
+    """Our status of a Stripe refund; `requires_action` waits for the customer, like pending."""
+    for status in REFUND_STATUSES:
+        if stripe_status == status:
+            return status
+    return "pending"

@@ -12,14 +12,20 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from services.payments import ledger, repository
+from services.payments import ledger, repository, stripe_events
 from services.payments.domain import (
+    REFUND_HOLDS_MONEY,
     InsufficientCredits,
+    PaymentNotRefundable,
+    RefundExceedsPayment,
+    RefundKeyReused,
     as_utc,
     checkout_expiry,
     checkout_url,
     lines_total,
+    refund_status,
 )
+from services.payments.models import PaymentSession, Refund
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import CheckoutSession, StripeCallFailed, StripeGateway
 from shared.dispatch import Handler, MessageContext
@@ -29,14 +35,17 @@ from shared.messages.contracts import (
     CreatePaymentSession,
     CreditsCaptured,
     CreditsGranted,
+    CreditsRefunded,
     CreditsRejected,
     CreditsReleased,
     CreditsReserved,
     ExpirePaymentSession,
     GrantCredits,
-    PaymentExpired,
+    PaymentRefunded,
     PaymentSessionCreated,
     PaymentSessionFailed,
+    RefundCredits,
+    RefundPayment,
     ReleaseCredits,
     ReserveCredits,
 )
@@ -102,6 +111,22 @@ async def handle_grant_credits(ctx: MessageContext, msg: GrantCredits) -> None:
     await ctx.emit(CreditsGranted(grant_id=msg.grant_id, user_id=msg.user_id, credits=msg.credits))
 
 
+async def handle_refund_credits(ctx: MessageContext, msg: RefundCredits) -> None:
+    # RefundExceedsCapture / RefundKeyReused propagate: the message dead-letters with the reason.
+    refunded = await ledger.refund(
+        ctx.session,
+        order_id=msg.order_id,
+        user_id=msg.user_id,
+        refund_key=msg.refund_key,
+        credits=msg.credits,
+        trace_id=ctx.trace_id,
+        memo=msg.reason,
+    )
+    await ctx.emit(
+        CreditsRefunded(order_id=msg.order_id, refund_key=msg.refund_key, credits=refunded)
+    )
+
+
 # --- Stripe Checkout -------------------------------------------------------------------------
 
 
@@ -130,6 +155,9 @@ async def handle_create_payment_session(
             expires_at=as_utc(stored.expires_at),
         )
     )
+    # Stripe may have reported on the session before this row was stored (a call that timed out
+    # after Stripe acted): those events were kept and now apply, after the created reply.
+    await stripe_events.apply_waiting(ctx.session, ctx.outbox, stored.session_id)
 
 
 async def _open_checkout(
@@ -170,11 +198,61 @@ async def handle_expire_payment_session(
         # Stripe only refuses when the session is no longer open: its webhook tells us how.
         log.warning("stripe refused to expire %s: %s", row.session_id, exc.reason)
         return
-    change = await repository.close_payment_session(
-        ctx.session, session_id=row.session_id, status="expired"
+    await stripe_events.settle_session(
+        ctx.session, ctx.outbox, session_id=row.session_id, target="expired"
     )
-    if change is not None:
-        await ctx.emit(PaymentExpired(order_id=msg.order_id, session_id=row.session_id))
+
+
+async def handle_refund_payment(
+    ctx: MessageContext, msg: RefundPayment, *, gateway: StripeGateway
+) -> None:
+    # The order's session row is locked first: refunds of one order queue here, so the refund
+    # read below and the amount check see every refund committed before.
+    paid = await repository.locked_payment_session(ctx.session, msg.order_id)
+    refund = await repository.refund_of(ctx.session, msg.order_id, msg.refund_key)
+    if refund is None:
+        refund = await _refund_at_stripe(ctx, msg, paid, gateway=gateway)
+    elif refund.amount != msg.amount:
+        raise RefundKeyReused(f"refund key {msg.refund_key!r} of {msg.order_id} reused")
+    await ctx.emit(
+        PaymentRefunded(order_id=msg.order_id, refund_key=msg.refund_key, amount=refund.amount)
+    )
+
+
+async def _refund_at_stripe(
+    ctx: MessageContext, msg: RefundPayment, paid: PaymentSession | None, *, gateway: StripeGateway
+) -> Refund:
+    if paid is None or paid.status != "complete" or paid.payment_intent_id is None:
+        raise PaymentNotRefundable(f"order {msg.order_id} has no completed Stripe payment")
+    if not await repository.hold_refund_amount(
+        ctx.session, order_id=msg.order_id, amount=msg.amount
+    ):
+        raise RefundExceedsPayment(order_id=msg.order_id, requested=msg.amount)
+    # A transient failure propagates and the bus redelivers; the idempotency key
+    # <order_id>:refund:<refund_key> makes every attempt the same one refund at Stripe.
+    at_stripe = await gateway.create_refund(
+        order_id=msg.order_id,
+        refund_key=msg.refund_key,
+        payment_intent_id=paid.payment_intent_id,
+        amount=msg.amount,
+        reason=msg.reason,
+    )
+    refund = await repository.add_refund(
+        ctx.session,
+        order_id=msg.order_id,
+        refund_key=msg.refund_key,
+        stripe_refund_id=at_stripe.id,
+        amount=msg.amount,
+        reason=msg.reason,
+        trace_id=ctx.trace_id,
+    )
+    status = refund_status(at_stripe.status)
+    if status not in REFUND_HOLDS_MONEY:  # rolls back the hold; dead-letters with the reason
+        raise StripeCallFailed(f"stripe refund {at_stripe.id} is {status}", transient=False)
+    if status == "succeeded":
+        await repository.move_refund(ctx.session, stripe_refund_id=at_stripe.id, to=status)
+    await stripe_events.apply_waiting(ctx.session, ctx.outbox, at_stripe.id)
+    return refund
 
 
 def build_handlers(
@@ -189,4 +267,6 @@ def build_handlers(
             handle_create_payment_session, gateway=gateway, settings=settings
         ),
         ExpirePaymentSession: functools.partial(handle_expire_payment_session, gateway=gateway),
+        RefundCredits: handle_refund_credits,
+        RefundPayment: functools.partial(handle_refund_payment, gateway=gateway),
     }

@@ -20,6 +20,8 @@ from services.payments.domain import (
     Balance,
     InsufficientCredits,
     Posting,
+    RefundExceedsCapture,
+    RefundKeyReused,
     ReservationNotCapturable,
     posting,
     split_capture,
@@ -198,6 +200,12 @@ async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_i
         return await _amount_posted(session, f"capture:{order_id}")
     user_id, reserved = changed
     captured, freed = split_capture(reserved, credits)
+    # What refunds of this order may give back at most (see refund()).
+    await session.execute(
+        update(CreditReservation)
+        .where(CreditReservation.order_id == order_id)
+        .values(captured=captured)
+    )
     await _post_internal(
         session,
         posting("capture", user_id, captured),
@@ -243,6 +251,52 @@ async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_i
         await session.flush()
         return 0
     return current.credits if current.status == "released" else 0
+
+
+async def refund(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    user_id: str,
+    refund_key: str,
+    credits: int,
+    trace_id: str,
+    memo: str,
+) -> int:
+    """Gives captured credits of an order back to available, once per refund key; returns the
+    credits that key refunded. The reservation row's conditional UPDATE is the limit: refunds
+    of one order never add up to more than it captured (concurrent ones queue on that row)."""
+    reference = f"refund:{order_id}:{refund_key}"
+    p = posting("refund", user_id, credits)
+    written = await _write_entry(
+        session,
+        p,
+        reference=reference,
+        trace_id=trace_id,
+        order_id=order_id,
+        skip_duplicate=True,
+        memo=memo,
+    )
+    if not written:
+        first = await entry_by_reference(session, reference)
+        if first is None or first.user_id != user_id or first.amount != credits:
+            raise RefundKeyReused(f"refund key {refund_key!r} of {order_id} reused differently")
+        return first.amount
+    stmt = (
+        update(CreditReservation)
+        .where(
+            CreditReservation.order_id == order_id,
+            CreditReservation.user_id == user_id,
+            CreditReservation.status == "captured",
+            CreditReservation.refunded + credits <= CreditReservation.captured,
+        )
+        .values(refunded=CreditReservation.refunded + credits, updated_at=_now())
+    )
+    if (await session.execute(stmt)).rowcount != 1:  # type: ignore[attr-defined]
+        raise RefundExceedsCapture(order_id=order_id, requested=credits)
+    await _ensure_account(session, user_id)
+    await _move(session, p)
+    return credits
 
 
 # --- reads -----------------------------------------------------------------------------------

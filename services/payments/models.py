@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.payments.domain import ENTRY_KINDS, RESERVATION_STATUSES, SESSION_STATUSES
+from services.payments.domain import (
+    ENTRY_KINDS,
+    REFUND_STATUSES,
+    RESERVATION_STATUSES,
+    SESSION_STATUSES,
+)
 from shared.db import NAMING_CONVENTION, BigIntPk
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
@@ -69,11 +84,16 @@ class CreditReservation(Base):
         CheckConstraint(_one_of("status", RESERVATION_STATUSES), name="status"),
         # 0 only for the tombstone a release leaves when no reservation existed yet.
         CheckConstraint("credits >= 0", name="credits_not_negative"),
+        CheckConstraint("captured >= 0 AND captured <= credits", name="captured_within_credits"),
+        # Refunds of an order's credits never add up to more than it spent.
+        CheckConstraint("refunded >= 0 AND refunded <= captured", name="refunded_within_captured"),
     )
 
     order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(100), index=True)
     credits: Mapped[int] = mapped_column(Integer)
+    captured: Mapped[int] = mapped_column(Integer, default=0)
+    refunded: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(10))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -85,6 +105,12 @@ class PaymentSession(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", SESSION_STATUSES), name="status"),
         CheckConstraint("amount_total >= 0", name="amount_total_not_negative"),
+        # Refunds accepted by Stripe (pending or succeeded) never add up to more than was paid.
+        CheckConstraint(
+            "amount_refunded >= 0 AND amount_refunded <= amount_total",
+            name="refunded_within_total",
+        ),
+        Index("ix_payment_sessions_status_created_at", "status", "created_at"),
     )
 
     order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -92,9 +118,34 @@ class PaymentSession(Base):
     payment_intent_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(10))
     amount_total: Mapped[int] = mapped_column(Integer)
+    amount_refunded: Mapped[int] = mapped_column(Integer, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     url: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When the reconciler last asked Stripe about it: the least recently checked go first.
+    reconciled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Refund(Base):
+    """A money refund of one order, made once per (order, refund key) through Stripe."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        PrimaryKeyConstraint("order_id", "refund_key"),
+        CheckConstraint(_one_of("status", REFUND_STATUSES), name="status"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    # The saga's refund keys ("late-payment", "failed-lines-2") repeat across orders.
+    order_id: Mapped[str] = mapped_column(String(36))
+    refund_key: Mapped[str] = mapped_column(String(200))
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text)
     trace_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -115,6 +166,8 @@ class StripeEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
+    # The event's data.object id (checkout session, refund, charge): finds what waits for a row.
+    object_id: Mapped[str | None] = mapped_column(String(255), index=True)
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

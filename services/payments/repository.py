@@ -1,4 +1,5 @@
-"""Queries for Stripe Checkout Sessions and the Stripe event log (the ledger is in ledger.py)."""
+"""Queries for Stripe Checkout Sessions, refunds and the Stripe event log (the ledger is in
+ledger.py). Every status change is one conditional UPDATE: whoever's UPDATE matched made it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.models import PaymentSession, StripeEvent
+from services.payments.domain import (
+    REFUND_MOVES,
+    SESSION_MOVES,
+    RefundStatus,
+    SessionStatus,
+)
+from services.payments.models import PaymentSession, Refund, StripeEvent
 from services.payments.stripe_gateway import CheckoutSession
 from shared.db import upsert_insert
 
@@ -20,17 +27,42 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class SessionChange:
-    """What the webhook needs to announce a session's new status."""
+    """What a session's move needs to announce its new status."""
 
     order_id: str
     session_id: str
     amount_total: int
     currency: str
     trace_id: str
+    payment_intent_id: str | None
+
+
+@dataclass(frozen=True)
+class RefundChange:
+    order_id: str
+    refund_key: str
+    amount: int
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    order_id: str
+    session_id: str
+    status: str
+
+
+# --- checkout sessions -----------------------------------------------------------------------
 
 
 async def payment_session_of(session: AsyncSession, order_id: str) -> PaymentSession | None:
     return await session.get(PaymentSession, order_id)
+
+
+async def locked_payment_session(session: AsyncSession, order_id: str) -> PaymentSession | None:
+    """The order's session row, locked until commit on PostgreSQL (SQLite locks the database)."""
+    stmt = select(PaymentSession).where(PaymentSession.order_id == order_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def add_payment_session(
@@ -43,6 +75,7 @@ async def add_payment_session(
         payment_intent_id=checkout.payment_intent_id,
         status="open",
         amount_total=checkout.amount_total,
+        amount_refunded=0,
         currency=checkout.currency,
         url=checkout.url,
         expires_at=checkout.expires_at,
@@ -55,20 +88,23 @@ async def add_payment_session(
     return row
 
 
-async def close_payment_session(
+async def move_payment_session(
     session: AsyncSession,
     *,
     session_id: str,
-    status: str,
+    to: SessionStatus,
     payment_intent_id: str | None = None,
 ) -> SessionChange | None:
-    """open -> `status`; the change when this call made it, None when it was not open."""
-    values: dict[str, Any] = {"status": status, "updated_at": _now()}
+    """Moves the session forward to `to`; the change when this call made it, else None."""
+    values: dict[str, Any] = {"status": to, "updated_at": _now()}
     if payment_intent_id is not None:
         values["payment_intent_id"] = payment_intent_id
     stmt = (
         update(PaymentSession)
-        .where(PaymentSession.session_id == session_id, PaymentSession.status == "open")
+        .where(
+            PaymentSession.session_id == session_id,
+            PaymentSession.status.in_(SESSION_MOVES[to]),
+        )
         .values(**values)
         .returning(
             PaymentSession.order_id,
@@ -76,6 +112,7 @@ async def close_payment_session(
             PaymentSession.amount_total,
             PaymentSession.currency,
             PaymentSession.trace_id,
+            PaymentSession.payment_intent_id,
         )
     )
     row = (await session.execute(stmt)).first()
@@ -87,12 +124,124 @@ async def session_exists(session: AsyncSession, session_id: str) -> bool:
     return (await session.execute(stmt)).first() is not None
 
 
-async def record_event(session: AsyncSession, *, event_id: str, type_: str, payload: str) -> bool:
+async def sessions_to_reconcile(
+    session: AsyncSession, *, created_before: datetime, limit: int
+) -> list[OpenSession]:
+    """Sessions still waiting for an outcome, least recently reconciled first."""
+    stmt = (
+        select(PaymentSession.order_id, PaymentSession.session_id, PaymentSession.status)
+        .where(
+            PaymentSession.status.in_(("open", "processing")),
+            PaymentSession.created_at <= created_before,
+        )
+        .order_by(func.coalesce(PaymentSession.reconciled_at, PaymentSession.created_at))
+        .limit(limit)
+    )
+    return [OpenSession(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def mark_reconciled(session: AsyncSession, session_id: str) -> None:
+    await session.execute(
+        update(PaymentSession)
+        .where(PaymentSession.session_id == session_id)
+        .values(reconciled_at=_now())
+    )
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+async def refund_of(session: AsyncSession, order_id: str, refund_key: str) -> Refund | None:
+    return await session.get(Refund, (order_id, refund_key))
+
+
+async def hold_refund_amount(session: AsyncSession, *, order_id: str, amount: int) -> bool:
+    """Counts `amount` against what the order's payment can still give back; False (and no
+    change) when it does not fit. The CHECK on amount_refunded backs this up."""
+    stmt = (
+        update(PaymentSession)
+        .where(
+            PaymentSession.order_id == order_id,
+            PaymentSession.status == "complete",
+            PaymentSession.amount_refunded + amount <= PaymentSession.amount_total,
+        )
+        .values(amount_refunded=PaymentSession.amount_refunded + amount, updated_at=_now())
+    )
+    return bool((await session.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def add_refund(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    refund_key: str,
+    stripe_refund_id: str,
+    amount: int,
+    reason: str,
+    trace_id: str,
+) -> Refund:
+    now = _now()
+    row = Refund(
+        order_id=order_id,
+        refund_key=refund_key,
+        stripe_refund_id=stripe_refund_id,
+        amount=amount,
+        status="pending",
+        reason=reason,
+        trace_id=trace_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def move_refund(
+    session: AsyncSession, *, stripe_refund_id: str, to: RefundStatus
+) -> RefundChange | None:
+    """Moves a refund forward; a failed or canceled one frees its amount for another refund."""
+    stmt = (
+        update(Refund)
+        .where(Refund.stripe_refund_id == stripe_refund_id, Refund.status.in_(REFUND_MOVES[to]))
+        .values(status=to, updated_at=_now())
+        .returning(Refund.order_id, Refund.refund_key, Refund.amount, Refund.trace_id)
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    change = RefundChange(*row)
+    if to in ("failed", "canceled"):
+        await session.execute(
+            update(PaymentSession)
+            .where(PaymentSession.order_id == change.order_id)
+            .values(amount_refunded=PaymentSession.amount_refunded - change.amount)
+        )
+    return change
+
+
+async def refund_exists(session: AsyncSession, stripe_refund_id: str) -> bool:
+    stmt = select(Refund.order_id).where(Refund.stripe_refund_id == stripe_refund_id)
+    return (await session.execute(stmt)).first() is not None
+
+
+# --- the Stripe event log --------------------------------------------------------------------
+
+
+async def record_event(
+    session: AsyncSession, *, event_id: str, type_: str, object_id: str | None, payload: str
+) -> bool:
     """True when the event is new. ON CONFLICT, not read-then-insert: a concurrent duplicate
     delivery waits on the first one's row and then finds it, so only one applies the effect."""
     stmt = (
         upsert_insert(session)(StripeEvent)
-        .values(event_id=event_id, type=type_, payload=payload, received_at=_now())
+        .values(
+            event_id=event_id,
+            type=type_,
+            object_id=object_id,
+            payload=payload,
+            received_at=_now(),
+        )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
     result = await session.execute(stmt)
@@ -105,11 +254,23 @@ async def mark_event_processed(session: AsyncSession, event_id: str) -> None:
     )
 
 
-async def unprocessed_events(session: AsyncSession, *, limit: int = 100) -> list[StripeEvent]:
-    stmt = (
-        select(StripeEvent)
-        .where(StripeEvent.processed_at.is_(None))
-        .order_by(StripeEvent.received_at)
-        .limit(limit)
-    )
+async def locked_event(session: AsyncSession, event_id: str) -> StripeEvent | None:
+    """The event row, locked so replicas replaying at once apply it one after the other."""
+    stmt = select(StripeEvent).where(StripeEvent.event_id == event_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def unprocessed_events(
+    session: AsyncSession,
+    *,
+    object_id: str | None = None,
+    received_after: datetime | None = None,
+    limit: int = 100,
+) -> list[StripeEvent]:
+    stmt = select(StripeEvent).where(StripeEvent.processed_at.is_(None))
+    if object_id is not None:
+        stmt = stmt.where(StripeEvent.object_id == object_id)
+    if received_after is not None:
+        stmt = stmt.where(StripeEvent.received_at >= received_after)
+    stmt = stmt.order_by(StripeEvent.received_at, StripeEvent.event_id).limit(limit)
     return list((await session.execute(stmt)).scalars())

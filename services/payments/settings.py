@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.payments.domain import parse_seed_credits
 from shared.settings import ServiceSettings
+
+# What the bundled Stripe simulator accepts by default; used in demo mode only.
+DEMO_STRIPE_API_KEY = "sk_test_sim"
+DEMO_STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
 
 
 class PaymentsSettings(ServiceSettings):
@@ -15,9 +19,11 @@ class PaymentsSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///./var/payments.db"
     http_port: int = 8003
 
-    # Test-mode defaults that match the bundled Stripe simulator; production sets real values.
-    stripe_api_key: SecretStr = SecretStr("sk_test_sim")
-    stripe_webhook_secret: SecretStr = SecretStr("whsec_test_secret")
+    # Only demo mode falls back to the bundled simulator's test key and secret; anywhere else
+    # the service refuses to start without both (see missing_secrets and bootstrap.build).
+    demo_mode: bool = False
+    stripe_api_key: SecretStr = SecretStr("")
+    stripe_webhook_secret: SecretStr = SecretStr("")
     stripe_api_base: str = "http://127.0.0.1:12111"
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -32,9 +38,39 @@ class PaymentsSettings(ServiceSettings):
     checkout_cancel_url: str = "http://127.0.0.1:8000/checkout/cancel?order={ORDER_ID}"
     # "demo-shopper=500,alice=100": granted once at startup (reference grant:seed:<user>).
     seed_credits: str = ""
+    # Webhook events stored before their session or refund row was visible are retried this
+    # often, for this long after they arrived (older ones wait for the operator's replay).
+    stripe_event_retry_seconds: float = Field(default=5.0, gt=0)
+    stripe_event_retry_max_age_seconds: float = Field(default=86400.0, gt=0)
+    # The reconciler asks Stripe about sessions still open/processing this long after creation
+    # (younger ones are left to their webhook), at most `reconcile_batch_size` per round.
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    reconcile_min_age_seconds: float = Field(default=300.0, ge=0)
+    reconcile_batch_size: int = Field(default=100, ge=1, le=1000)
 
     @field_validator("seed_credits")
     @classmethod
     def _seed_parses(cls, value: str) -> str:
         parse_seed_credits(value)  # refuse to start on a typo rather than seed nothing
         return value
+
+    @model_validator(mode="after")
+    def _demo_defaults(self) -> PaymentsSettings:
+        if self.demo_mode:
+            if not self.stripe_api_key.get_secret_value():
+                self.stripe_api_key = SecretStr(DEMO_STRIPE_API_KEY)
+            if not self.stripe_webhook_secret.get_secret_value():
+                self.stripe_webhook_secret = SecretStr(DEMO_STRIPE_WEBHOOK_SECRET)
+        return self
+
+    def missing_secrets(self) -> list[str]:
+        """Environment names of the Stripe secrets not set (names only: never the values)."""
+        prefix = "PAYMENTS_"
+        return [
+            f"{prefix}{name.upper()}"
+            for name, value in (
+                ("stripe_api_key", self.stripe_api_key),
+                ("stripe_webhook_secret", self.stripe_webhook_secret),
+            )
+            if not value.get_secret_value().strip()
+        ]

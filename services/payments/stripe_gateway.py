@@ -48,6 +48,16 @@ class CheckoutSession:
     currency: str
     expires_at: datetime
     payment_intent_id: str | None
+    payment_status: str | None = None
+    # Only when retrieved with the intent expanded (the reconciler's view of a delayed payment).
+    payment_intent_status: str | None = None
+
+
+@dataclass(frozen=True)
+class StripeRefund:
+    id: str
+    status: str
+    amount: int
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -154,7 +164,45 @@ class StripeGateway:
         )
         return _checkout_session(session)
 
+    async def retrieve_checkout_session(self, *, order_id: str, session_id: str) -> CheckoutSession:
+        """Stripe's current view of a session, with its payment intent expanded."""
+        session = await self._call(
+            "retrieve_session",
+            order_id,
+            lambda _key: self._client.v1.checkout.sessions.retrieve_async(
+                session_id, {"expand": ["payment_intent"]}
+            ),
+        )
+        return _checkout_session(session)
+
+    async def create_refund(
+        self,
+        *,
+        order_id: str,
+        refund_key: str,
+        payment_intent_id: str,
+        amount: int,
+        reason: str,
+    ) -> StripeRefund:
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent_id,
+            "amount": amount,
+            # Stripe's `reason` is an enum; ours is free text, so it travels as metadata.
+            "metadata": {"order_id": order_id, "refund_key": refund_key, "reason": reason[:500]},
+        }
+        refund = await self._call(
+            f"refund:{refund_key}",
+            order_id,
+            lambda key: self._client.v1.refunds.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": key},
+            ),
+        )
+        obj = refund.to_dict()
+        return StripeRefund(id=obj["id"], status=str(obj.get("status")), amount=int(obj["amount"]))
+
     async def _call(self, action: str, order_id: str, send: Any) -> Any:
+        # Only POSTs send the key; a GET ignores the argument.
         key = f"{order_id}:{action}"
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts),
@@ -181,7 +229,9 @@ class StripeGateway:
 def _checkout_session(session: stripe.checkout.Session) -> CheckoutSession:
     obj = session.to_dict()
     payment_intent = obj.get("payment_intent")
+    intent_status = None
     if isinstance(payment_intent, Mapping):  # expanded object rather than an id
+        intent_status = payment_intent.get("status")
         payment_intent = payment_intent.get("id")
     return CheckoutSession(
         id=obj["id"],
@@ -191,4 +241,6 @@ def _checkout_session(session: stripe.checkout.Session) -> CheckoutSession:
         currency=str(obj.get("currency") or "").lower(),
         expires_at=datetime.fromtimestamp(int(obj["expires_at"]), UTC),
         payment_intent_id=payment_intent,
+        payment_status=obj.get("payment_status"),
+        payment_intent_status=intent_status,
     )

@@ -1,5 +1,5 @@
 """Payments on real PostgreSQL: the migration applies, and concurrent writers cannot overspend
-credits or apply one Stripe event twice."""
+credits, refund more credits than were captured, or apply one Stripe event twice."""
 
 from __future__ import annotations
 
@@ -18,17 +18,20 @@ from sqlalchemy import select, text
 
 from services.payments import repository
 from services.payments.bootstrap import build
-from services.payments.domain import Balance, balances_from_entries
+from services.payments.domain import Balance, RefundExceedsCapture, balances_from_entries
 from services.payments.models import CreditAccount, LedgerEntry, outbox
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import CheckoutSession
 from shared.memory_bus import MemoryBus
 from shared.messages import Contract, Envelope
 from shared.messages.contracts import (
+    CaptureCredits,
+    CreditsRefunded,
     CreditsRejected,
     CreditsReserved,
     GrantCredits,
     PaymentSucceeded,
+    RefundCredits,
     ReserveCredits,
 )
 from shared.runtime import ServiceRuntime
@@ -44,6 +47,7 @@ async def payments_pg(
     settings = PaymentsSettings(
         database_url=url,
         broker_url="memory://",
+        stripe_api_key="sk_test_payments_pg",
         stripe_webhook_secret=WEBHOOK_SECRET,
         stripe_api_base="http://127.0.0.1:9",
         log_json=False,
@@ -169,3 +173,42 @@ async def test_one_stripe_event_delivered_twice_at_once_succeeds_once(
     [succeeded] = await emitted(runtime, PaymentSucceeded.TYPE)
     assert succeeded.payload["payment_intent_id"] == "pi_pg_1"
     assert succeeded.correlation_id == order
+
+
+async def test_concurrent_credit_refunds_of_one_order_never_exceed_its_capture(
+    payments_pg: ServiceRuntime,
+) -> None:
+    runtime = payments_pg
+    order = str(uuid.uuid4())
+    await send(runtime, GrantCredits(grant_id="g-ida", user_id="ida", credits=100, reason="t"), "t")
+    await send(runtime, ReserveCredits(order_id=order, user_id="ida", credits=100), order)
+    await send(runtime, CaptureCredits(order_id=order, user_id="ida", credits=100), order)
+
+    async def refund(key: str) -> BaseException | None:
+        command = RefundCredits(
+            order_id=order, user_id="ida", refund_key=key, credits=40, reason="t"
+        )
+        try:
+            await send(runtime, command, order)
+        except RefundExceedsCapture as exc:
+            return exc
+        return None
+
+    # Hold the reservation row so all three refunds queue on it before any can decide.
+    async with runtime.engine.connect() as blocker:
+        transaction = await blocker.begin()
+        await blocker.execute(
+            text("SELECT 1 FROM credit_reservations WHERE order_id = :o FOR UPDATE"), {"o": order}
+        )
+        racing = asyncio.gather(refund("a"), refund("b"), refund("c"))
+        await wait_for_lock_waiters(runtime, 3)
+        await transaction.rollback()
+        outcomes = await racing
+
+    assert sum(outcome is None for outcome in outcomes) == 2
+    assert len(await emitted(runtime, CreditsRefunded.TYPE)) == 2
+    async with runtime.sessionmaker() as session:
+        account = await session.get(CreditAccount, "ida")
+        entries = (await session.execute(select(LedgerEntry))).scalars().all()
+    assert account is not None and Balance(account.available, account.reserved) == Balance(80, 0)
+    assert balances_from_entries(entries)["ida"] == Balance(80, 0)

@@ -1,14 +1,19 @@
-"""A payments service per test: temp SQLite file, in-process bus, real migrations."""
+"""A payments service per test: temp SQLite file, in-process bus, real migrations; and one Stripe
+simulator per test module for the tests that talk to Stripe."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from payments_support import payments_settings
+from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, ServerThread, Sim, WebhookRecorder, free_port
 
 from services.payments.bootstrap import build
+from services.payments.stripe_sim import app as sim_app
+from services.payments.stripe_sim.config import SimConfig
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
 
@@ -16,6 +21,38 @@ from shared.runtime import ServiceRuntime
 @pytest_asyncio.fixture
 async def payments(tmp_path: Path) -> AsyncIterator[ServiceRuntime]:
     runtime = build(payments_settings(tmp_path), bus=MemoryBus(), auto_migrate=True)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def stripe_sim() -> Iterator[Sim]:
+    hooks = WebhookRecorder()
+    with ServerThread(hooks) as receiver:
+        port = free_port()
+        config = SimConfig(
+            webhook_url=f"{receiver.url}/webhooks/stripe",
+            webhook_secret=SIM_WEBHOOK_SECRET,
+            api_key=SIM_KEY,
+            public_url=f"http://127.0.0.1:{port}",
+            webhook_backoff_base_seconds=0.05,
+        )
+        with ServerThread(sim_app.create_app(config), port) as server:
+            yield Sim(server.url, hooks)
+
+
+@pytest_asyncio.fixture
+async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRuntime]:
+    settings = payments_settings(
+        tmp_path,
+        stripe_api_base=stripe_sim.url,
+        stripe_api_key=SIM_KEY,
+        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+    )
+    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
     await runtime.start()
     try:
         yield runtime

@@ -28,6 +28,7 @@ def payments_settings(tmp_path: Path, **overrides: Any) -> PaymentsSettings:
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/payments.db",
         "broker_url": "memory://",
         "jwt_secret": JWT_SECRET,
+        "stripe_api_key": "sk_test_payments_unit",
         "stripe_webhook_secret": WEBHOOK_SECRET,
         # Nothing listens here: a test that reaches Stripe by accident fails fast.
         "stripe_api_base": "http://127.0.0.1:9",

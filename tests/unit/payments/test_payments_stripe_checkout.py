@@ -3,189 +3,27 @@ Stripe simulator over HTTP, and the simulator's own signed webhooks fed to our e
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import socket
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-import stripe
-import uvicorn
 from payments_support import client, emitted, payments_settings, redeliver, send
-from sqlalchemy import select
+from sim_support import Sim, create_command, retrieve, stored_session, webhooks_of
 
 from services.payments.bootstrap import build
-from services.payments.models import PaymentSession
 from services.payments.stripe_gateway import StripeGateway
-from services.payments.stripe_sim import app as sim_app
-from services.payments.stripe_sim.config import SimConfig
 from shared.memory_bus import MemoryBus
 from shared.messages.contracts import (
-    CreatePaymentSession,
     ExpirePaymentSession,
     PaymentExpired,
-    PaymentLine,
     PaymentSessionCreated,
     PaymentSessionFailed,
     PaymentSucceeded,
 )
 from shared.runtime import ServiceRuntime
-
-SIM_KEY = "sk_test_payments_sim"
-SIM_WEBHOOK_SECRET = "whsec_payments_sim_test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerThread:
-    """A uvicorn server on its own thread and event loop."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server thread did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@dataclass
-class WebhookRecorder:
-    """Stands where our webhook URL would be: keeps the exact bytes and signature Stripe sent."""
-
-    received: list[tuple[bytes, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send_: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        with self.lock:
-            self.received.append((body, headers.get("stripe-signature", "")))
-        await send_({"type": "http.response.start", "status": 200, "headers": []})
-        await send_({"type": "http.response.body", "body": b"{}"})
-
-    def for_session(self, event_type: str, session_id: str) -> list[tuple[bytes, str]]:
-        with self.lock:
-            received = list(self.received)
-        return [
-            (body, signature)
-            for body, signature in received
-            if (event := json.loads(body))["type"] == event_type
-            and event["data"]["object"]["id"] == session_id
-        ]
-
-
-@dataclass
-class Sim:
-    url: str
-    hooks: WebhookRecorder
-
-
-@pytest.fixture(scope="module")
-def stripe_sim() -> Iterator[Sim]:
-    hooks = WebhookRecorder()
-    with ServerThread(hooks) as receiver:
-        port = free_port()
-        config = SimConfig(
-            webhook_url=f"{receiver.url}/webhooks/stripe",
-            webhook_secret=SIM_WEBHOOK_SECRET,
-            api_key=SIM_KEY,
-            public_url=f"http://127.0.0.1:{port}",
-            webhook_backoff_base_seconds=0.05,
-        )
-        with ServerThread(sim_app.create_app(config), port) as server:
-            yield Sim(server.url, hooks)
-
-
-@pytest_asyncio.fixture
-async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRuntime]:
-    settings = payments_settings(
-        tmp_path,
-        stripe_api_base=stripe_sim.url,
-        stripe_api_key=SIM_KEY,
-        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
-    )
-    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
-
-
-def create_command(
-    order_id: str, *, expires_in: timedelta = timedelta(hours=2)
-) -> CreatePaymentSession:
-    return CreatePaymentSession(
-        order_id=order_id,
-        user_id="shopper-1",
-        currency="EUR",
-        amount_total=2 * 1250 + 499,
-        lines=(
-            PaymentLine(name="Server plan S", quantity=2, unit_amount=1250),
-            PaymentLine(name="Setup job", quantity=1, unit_amount=499),
-        ),
-        expires_at=datetime.now(UTC) + expires_in,
-    )
-
-
-async def stored_session(runtime: ServiceRuntime, order_id: str) -> PaymentSession:
-    async with runtime.sessionmaker() as session:
-        row = (
-            await session.execute(select(PaymentSession).where(PaymentSession.order_id == order_id))
-        ).scalar_one()
-    return row
-
-
-async def retrieve(sim: Sim, session_id: str) -> stripe.checkout.Session:
-    """The session as Stripe holds it, read with a client of the test's own."""
-    http = stripe.HTTPXClient()
-    sdk = stripe.StripeClient(SIM_KEY, base_addresses={"api": sim.url}, http_client=http)
-    try:
-        return await sdk.v1.checkout.sessions.retrieve_async(session_id)
-    finally:
-        await http.close_async()
-
-
-async def webhooks_of(sim: Sim, event_type: str, session_id: str) -> list[tuple[bytes, str]]:
-    for _ in range(200):
-        if found := sim.hooks.for_session(event_type, session_id):
-            return found
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"the simulator never sent {event_type} for {session_id}")
 
 
 async def test_a_payment_session_is_created_at_stripe_and_stored(

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6c01555e7a12
+Revision ID: 3c6bd1b60bd4
 Revises: 
-Create Date: 2026-11-23 12:29:22.958870
+Create Date: 2026-11-23 13:31:11.014067
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '6c01555e7a12'
+revision: str = '3c6bd1b60bd4'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -31,10 +31,14 @@ def upgrade() -> None:
     sa.Column('order_id', sa.String(length=36), nullable=False),
     sa.Column('user_id', sa.String(length=100), nullable=False),
     sa.Column('credits', sa.Integer(), nullable=False),
+    sa.Column('captured', sa.Integer(), nullable=False),
+    sa.Column('refunded', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('reserved', 'captured', 'released')", name=op.f('ck_credit_reservations_status')),
+    sa.CheckConstraint('captured >= 0 AND captured <= credits', name=op.f('ck_credit_reservations_captured_within_credits')),
     sa.CheckConstraint('credits >= 0', name=op.f('ck_credit_reservations_credits_not_negative')),
+    sa.CheckConstraint('refunded >= 0 AND refunded <= captured', name=op.f('ck_credit_reservations_refunded_within_captured')),
     sa.PrimaryKeyConstraint('order_id', name=op.f('pk_credit_reservations'))
     )
     with op.batch_alter_table('credit_reservations', schema=None) as batch_op:
@@ -89,26 +93,49 @@ def upgrade() -> None:
     sa.Column('payment_intent_id', sa.String(length=255), nullable=True),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('amount_total', sa.Integer(), nullable=False),
+    sa.Column('amount_refunded', sa.Integer(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('url', sa.Text(), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('trace_id', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("status IN ('open', 'complete', 'expired')", name=op.f('ck_payment_sessions_status')),
+    sa.Column('reconciled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('open', 'processing', 'complete', 'failed', 'expired')", name=op.f('ck_payment_sessions_status')),
+    sa.CheckConstraint('amount_refunded >= 0 AND amount_refunded <= amount_total', name=op.f('ck_payment_sessions_refunded_within_total')),
     sa.CheckConstraint('amount_total >= 0', name=op.f('ck_payment_sessions_amount_total_not_negative')),
     sa.PrimaryKeyConstraint('order_id', name=op.f('pk_payment_sessions')),
     sa.UniqueConstraint('session_id', name=op.f('uq_payment_sessions_session_id'))
     )
+    with op.batch_alter_table('payment_sessions', schema=None) as batch_op:
+        batch_op.create_index('ix_payment_sessions_status_created_at', ['status', 'created_at'], unique=False)
+
+    op.create_table('refunds',
+    sa.Column('order_id', sa.String(length=36), nullable=False),
+    sa.Column('refund_key', sa.String(length=200), nullable=False),
+    sa.Column('stripe_refund_id', sa.String(length=255), nullable=True),
+    sa.Column('amount', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('trace_id', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'canceled')", name=op.f('ck_refunds_status')),
+    sa.CheckConstraint('amount > 0', name=op.f('ck_refunds_amount_positive')),
+    sa.PrimaryKeyConstraint('order_id', 'refund_key', name=op.f('pk_refunds')),
+    sa.UniqueConstraint('stripe_refund_id', name=op.f('uq_refunds_stripe_refund_id'))
+    )
     op.create_table('stripe_events',
     sa.Column('event_id', sa.String(length=255), nullable=False),
     sa.Column('type', sa.String(length=100), nullable=False),
+    sa.Column('object_id', sa.String(length=255), nullable=True),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('event_id', name=op.f('pk_stripe_events'))
     )
     with op.batch_alter_table('stripe_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stripe_events_object_id'), ['object_id'], unique=False)
         batch_op.create_index('ix_stripe_events_unprocessed', ['received_at'], unique=False, postgresql_where=sa.text('processed_at IS NULL'), sqlite_where=sa.text('processed_at IS NULL'))
 
     # ### end Alembic commands ###
@@ -118,8 +145,13 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table('stripe_events', schema=None) as batch_op:
         batch_op.drop_index('ix_stripe_events_unprocessed', postgresql_where=sa.text('processed_at IS NULL'), sqlite_where=sa.text('processed_at IS NULL'))
+        batch_op.drop_index(batch_op.f('ix_stripe_events_object_id'))
 
     op.drop_table('stripe_events')
+    op.drop_table('refunds')
+    with op.batch_alter_table('payment_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_payment_sessions_status_created_at')
+
     op.drop_table('payment_sessions')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))

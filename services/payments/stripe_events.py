@@ -1,0 +1,176 @@
+"""What a Stripe event changes: the one place where the webhook, the replay of stored events
+and the reconciler move a Checkout Session or a refund, and announce the move.
+
+A move is a conditional UPDATE that only matches from an earlier status (domain.SESSION_MOVES),
+so however many paths learn about one payment at once, exactly one of them emits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments import repository
+from services.payments.domain import SessionStatus, refund_status, session_target
+from services.payments.repository import SessionChange
+from shared.logging import log_fields
+from shared.messages import Contract
+from shared.messages.contracts import PaymentExpired, PaymentFailed, PaymentSucceeded
+from shared.outbox import Outbox
+
+log = logging.getLogger("services.payments.stripe_events")
+
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
+ASYNC_FAILURE_REASON = "delayed payment failed (checkout.session.async_payment_failed)"
+
+
+def object_of(event: dict[str, Any]) -> dict[str, Any]:
+    obj = event.get("data", {}).get("object", {})
+    return obj if isinstance(obj, dict) else {}
+
+
+def object_id_of(event: dict[str, Any]) -> str | None:
+    found = object_of(event).get("id")
+    return found if isinstance(found, str) else None
+
+
+def _intent_id(obj: dict[str, Any]) -> str | None:
+    intent = obj.get("payment_intent")
+    if isinstance(intent, dict):
+        intent = intent.get("id")
+    return intent if isinstance(intent, str) else None
+
+
+async def apply_event(session: AsyncSession, outbox: Outbox, event: dict[str, Any]) -> bool:
+    """Applies one stored event; False when it cannot be applied yet (its session or refund row
+    is not visible). An event that would move something backwards, or that we do not act on,
+    counts as applied: storing it is all there is to do."""
+    kind = str(event.get("type"))
+    obj = object_of(event)
+    if kind.startswith("checkout.session."):
+        target = session_target(kind, obj.get("payment_status"))
+        if target is None or not isinstance(obj.get("id"), str):
+            return True
+        reason = ASYNC_FAILURE_REASON if target == "failed" else ""
+        change = await settle_session(
+            session,
+            outbox,
+            session_id=obj["id"],
+            target=target,
+            payment_intent_id=_intent_id(obj),
+            amount=obj.get("amount_total"),
+            currency=obj.get("currency"),
+            failure_reason=reason,
+        )
+        return change is not None or await _known_session(session, obj["id"], kind)
+    if kind in REFUND_EVENTS:
+        return await _track_refund(session, obj)
+    if kind == "charge.refunded":
+        # Recent API versions leave `refunds` out of the charge; refund.updated covers those.
+        refunds = (obj.get("refunds") or {}).get("data") or []
+        return all([await _track_refund(session, r) for r in refunds if isinstance(r, dict)])
+    return True
+
+
+async def settle_session(
+    session: AsyncSession,
+    outbox: Outbox,
+    *,
+    session_id: str,
+    target: SessionStatus,
+    payment_intent_id: str | None = None,
+    amount: Any = None,
+    currency: Any = None,
+    failure_reason: str = "",
+) -> SessionChange | None:
+    """Moves the session to `target` and writes what that announces to the outbox, in the
+    caller's transaction; None when the session was not in a status that may move there."""
+    change = await repository.move_payment_session(
+        session, session_id=session_id, to=target, payment_intent_id=payment_intent_id
+    )
+    if change is None:
+        return None
+    message = _announcement(change, target, amount, currency, failure_reason)
+    if message is not None:
+        await outbox.emit(session, message, correlation_id=change.trace_id)
+    log.info(
+        "checkout session moved to %s",
+        target,
+        extra=log_fields(order_id=change.order_id, session_id=session_id),
+    )
+    return change
+
+
+def _announcement(
+    change: SessionChange, target: SessionStatus, amount: Any, currency: Any, reason: str
+) -> Contract | None:
+    if target == "complete":
+        return PaymentSucceeded(
+            order_id=change.order_id,
+            session_id=change.session_id,
+            payment_intent_id=change.payment_intent_id,
+            amount=int(amount if amount is not None else change.amount_total),
+            currency=str(currency or change.currency).lower(),
+        )
+    if target == "failed":
+        return PaymentFailed(
+            order_id=change.order_id,
+            session_id=change.session_id,
+            reason=reason or "payment failed",
+        )
+    if target == "expired":
+        return PaymentExpired(order_id=change.order_id, session_id=change.session_id)
+    return None  # processing: the money is on its way; the saga keeps waiting
+
+
+async def _known_session(session: AsyncSession, session_id: str, kind: str) -> bool:
+    if await repository.session_exists(session, session_id):
+        log.info(
+            "stripe event %s does not move the session forward; stored only",
+            kind,
+            extra=log_fields(session_id=session_id),
+        )
+        return True
+    log.warning(
+        "stripe event for a checkout session not stored yet, kept for replay",
+        extra=log_fields(session_id=session_id, event_type=kind),
+    )
+    return False
+
+
+async def _track_refund(session: AsyncSession, obj: dict[str, Any]) -> bool:
+    refund_id = obj.get("id")
+    if not isinstance(refund_id, str):
+        return True
+    target = refund_status(obj.get("status"))
+    if target != "pending":
+        change = await repository.move_refund(session, stripe_refund_id=refund_id, to=target)
+        if change is not None:
+            level = logging.INFO if target == "succeeded" else logging.ERROR
+            log.log(
+                level,
+                "refund %s",
+                target,
+                extra=log_fields(order_id=change.order_id, refund_id=refund_id),
+            )
+            return True
+    if await repository.refund_exists(session, refund_id):
+        return True
+    metadata = obj.get("metadata") or {}
+    if not metadata.get("refund_key"):
+        log.info("refund not made by this service ignored", extra=log_fields(refund_id=refund_id))
+        return True
+    return False  # ours, but the transaction that stores it has not committed yet
+
+
+async def apply_waiting(session: AsyncSession, outbox: Outbox, object_id: str) -> int:
+    """Applies events stored before `object_id`'s row existed; how many were applied."""
+    applied = 0
+    for stored in await repository.unprocessed_events(session, object_id=object_id):
+        if await apply_event(session, outbox, json.loads(stored.payload)):
+            await repository.mark_event_processed(session, stored.event_id)
+            applied += 1
+    return applied

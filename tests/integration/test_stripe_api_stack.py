@@ -1,0 +1,240 @@
+"""Calls from payments to Stripe on the real stack (services as separate processes, PostgreSQL,
+RabbitMQ, the Stripe simulator): a Stripe that answers 5xx or times out after acting still ends
+with exactly one Checkout Session, and refunds through RefundPayment are made once, never exceed
+what was paid — also when several arrive at once — and are followed until Stripe settles them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from stack_helpers import TERMINAL, Shopper, rows, running_stack
+
+from shared.bus import RabbitBus
+from shared.messages import Envelope
+from shared.messages.contracts import RefundPayment
+from shared.testing.stack import STRIPE_KEY, Stack
+from shared.testing.waiting import eventually
+
+PAYMENTS_ENV = {
+    # Our Stripe client gives up after 1.5 s; the simulator's held answers take longer.
+    "PAYMENTS_STRIPE_TIMEOUT_SECONDS": "1.5",
+    "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.1",
+    "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "0.3",
+    "PAYMENTS_RECONCILE_INTERVAL_SECONDS": "3600",
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(
+    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        postgres_admin_url, rabbitmq_url, tmp_path_factory, {"payments": PAYMENTS_ENV}
+    ) as stack:
+        yield stack
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=stack.url("stripe_sim"), headers=headers, timeout=10
+    ) as client:
+        yield client
+        await client.delete("/_sim/faults")  # faults are global to the simulator
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bus(stack: Stack, rabbitmq_url: str) -> AsyncIterator[RabbitBus]:
+    """A client of the stack's own broker namespace, sending as the saga would."""
+    client = RabbitBus(rabbitmq_url, namespace=stack.namespace)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def set_faults(sim: httpx.AsyncClient, **faults: Any) -> None:
+    response = await sim.post("/_sim/faults", json=faults)
+    assert response.status_code == 200, response.text
+
+
+async def counters(sim: httpx.AsyncClient) -> dict[str, int]:
+    return dict((await sim.get("/_sim/faults")).json()["counters"])
+
+
+async def sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict[str, Any]]:
+    response = await sim.get("/v1/checkout/sessions", params={"limit": 100})
+    assert response.status_code == 200, response.text
+    return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
+
+
+async def session_rows(stack: Stack, order_id: str) -> list[dict[str, Any]]:
+    return await rows(
+        stack,
+        "payments",
+        "SELECT session_id, status, amount_total, amount_refunded, payment_intent_id "
+        "FROM payment_sessions WHERE order_id = :o",
+        o=order_id,
+    )
+
+
+async def awaiting_payment(stack: Stack) -> tuple[Shopper, str, dict[str, Any]]:
+    shopper = Shopper(stack)
+    order_id, _ = await shopper.checkout({"vps-small": 1}, use_credits=False)  # 1500 EUR cents
+    order = await shopper.wait_for(order_id, {"awaiting_payment"} | TERMINAL, within=30)
+    assert order["status"] == "awaiting_payment", order
+    return shopper, order_id, order
+
+
+async def test_stripe_answering_500_twice_still_gives_one_session(
+    stack: Stack, sim: httpx.AsyncClient
+) -> None:
+    await set_faults(
+        sim,
+        api_errors=[
+            {"method": "POST", "path_prefix": "/v1/checkout/sessions", "count": 2, "status": 500}
+        ],
+    )
+
+    _, order_id, order = await awaiting_payment(stack)
+
+    [at_stripe] = await sessions_at_stripe(sim, order_id)
+    [row] = await session_rows(stack, order_id)
+    assert row["session_id"] == at_stripe["id"] == order["payment_url"].rsplit("/", 1)[-1]
+    assert (await counters(sim))["api_errors"] == 2
+
+
+async def test_a_create_that_timed_out_after_stripe_acted_gives_one_session(
+    stack: Stack, sim: httpx.AsyncClient
+) -> None:
+    await set_faults(
+        sim,
+        timeout_after_commit=[
+            {
+                "method": "POST",
+                "path_prefix": "/v1/checkout/sessions",
+                "count": 1,
+                "delay_seconds": 5,
+            }
+        ],
+    )
+
+    _, order_id, order = await awaiting_payment(stack)
+
+    [at_stripe] = await sessions_at_stripe(sim, order_id)
+    [row] = await session_rows(stack, order_id)
+    assert row["session_id"] == at_stripe["id"] == order["payment_url"].rsplit("/", 1)[-1]
+    assert (await counters(sim))["timeout_after_commit"] == 1
+    log = stack.procs["payments"].log_path.read_text()
+    assert f"stripe create_session for {order_id} failed (attempt 1), retrying" in log
+
+
+async def test_a_partial_refund_is_made_once_and_followed_until_stripe_settles_it(
+    stack: Stack, sim: httpx.AsyncClient, bus: RabbitBus
+) -> None:
+    _, order_id, _ = await completed_card_order(stack, sim)
+    command = RefundPayment(order_id=order_id, refund_key="ops-partial", amount=600, reason="t")
+
+    # Sent twice, as a saga retrying after a deadline would.
+    for _ in range(2):
+        await bus.publish(Envelope.wrap(command, correlation_id=order_id))
+
+    await eventually(lambda: refunds_are(stack, order_id, [(600, "succeeded")]), within=20)
+    [refund] = await rows(
+        stack,
+        "payments",
+        "SELECT stripe_refund_id FROM refunds WHERE order_id = :o",
+        o=order_id,
+    )
+    at_stripe = (await sim.get(f"/v1/refunds/{refund['stripe_refund_id']}")).json()
+    assert (at_stripe["amount"], at_stripe["status"]) == (600, "succeeded")
+    assert at_stripe["metadata"]["refund_key"] == "ops-partial"
+    [session] = await session_rows(stack, order_id)
+    assert at_stripe["payment_intent"] == session["payment_intent_id"]
+    assert session["amount_refunded"] == 600
+
+    async def replied_twice() -> bool:
+        return await replies(stack, order_id) == 2
+
+    await eventually(replied_twice, within=10)  # one refund, the answer given to both
+
+
+async def test_concurrent_refunds_of_one_order_never_exceed_the_payment(
+    stack: Stack, sim: httpx.AsyncClient, bus: RabbitBus
+) -> None:
+    _, order_id, _ = await completed_card_order(stack, sim)  # 1500 paid
+
+    # Three refunds of 600 arrive at once: two fit, the third would exceed the payment.
+    await asyncio.gather(
+        *(
+            bus.publish(
+                Envelope.wrap(
+                    RefundPayment(order_id=order_id, refund_key=key, amount=600, reason="t"),
+                    correlation_id=order_id,
+                )
+            )
+            for key in ("k1", "k2", "k3")
+        )
+    )
+
+    async def one_dead_lettered() -> bool:
+        letters = await bus.dead_letters("payments")
+        return any(order_id in letter.body.decode() for letter in letters)
+
+    await eventually(one_dead_lettered, within=30)
+    await eventually(
+        lambda: refunds_are(stack, order_id, [(600, "succeeded"), (600, "succeeded")]),
+        within=20,
+    )
+    [letter] = [x for x in await bus.dead_letters("payments") if order_id in x.body.decode()]
+    assert letter.message_type == RefundPayment.TYPE
+    # RabbitMQ's delivery limit dead-letters it as "broker: delivery_limit"; the domain reason
+    # is in the payments log of every failed attempt (see the report: a shared change would
+    # carry it on the letter).
+    log = stack.procs["payments"].log_path.read_text()
+    assert f"RefundExceedsPayment: refund of 600 for order {order_id}" in log
+    [session] = await session_rows(stack, order_id)
+    assert session["amount_refunded"] == 1200 <= session["amount_total"]
+    assert await replies(stack, order_id) == 2
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+async def completed_card_order(
+    stack: Stack, sim: httpx.AsyncClient
+) -> tuple[Shopper, str, dict[str, Any]]:
+    shopper, order_id, order = await awaiting_payment(stack)
+    session_id = order["payment_url"].rsplit("/", 1)[-1]
+    assert (await sim.post(f"/_sim/sessions/{session_id}/pay")).status_code == 200
+    order = await shopper.wait_for(order_id, TERMINAL)
+    assert order["status"] == "completed", order
+    return shopper, order_id, order
+
+
+async def refunds_are(stack: Stack, order_id: str, expected: list[tuple[int, str]]) -> bool:
+    found = await rows(
+        stack,
+        "payments",
+        "SELECT amount, status FROM refunds WHERE order_id = :o ORDER BY created_at",
+        o=order_id,
+    )
+    return [(r["amount"], r["status"]) for r in found] == expected
+
+
+async def replies(stack: Stack, order_id: str) -> int:
+    found = await rows(
+        stack,
+        "payments",
+        "SELECT count(*) AS n FROM outbox "
+        "WHERE message_type = 'payments.payment_refunded' AND correlation_id = :o",
+        o=order_id,
+    )
+    return int(found[0]["n"])

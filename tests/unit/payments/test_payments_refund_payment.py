@@ -1,0 +1,134 @@
+"""RefundPayment through the real `stripe` SDK against the simulator: one Stripe refund per
+(order, refund key), never more than was paid, its status followed from the webhooks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from payments_support import emitted, send
+from sim_support import Sim, forward, paid_order, send_create, sent_events, webhooks_of
+from sqlalchemy import select
+
+from services.payments.domain import PaymentNotRefundable, RefundExceedsPayment, RefundKeyReused
+from services.payments.models import PaymentSession, Refund, StripeEvent
+from shared.messages.contracts import PaymentRefunded, RefundPayment
+from shared.runtime import ServiceRuntime
+
+
+def refund_command(order: str, amount: int, key: str = "failed-lines-2") -> RefundPayment:
+    return RefundPayment(order_id=order, refund_key=key, amount=amount, reason="line 2 failed")
+
+
+async def refunds_of(runtime: ServiceRuntime, order: str) -> list[Refund]:
+    stmt = select(Refund).where(Refund.order_id == order).order_by(Refund.created_at)
+    async with runtime.sessionmaker() as session:
+        return list((await session.execute(stmt)).scalars())
+
+
+async def amount_refunded(runtime: ServiceRuntime, order: str) -> int:
+    async with runtime.sessionmaker() as session:
+        row = await session.get(PaymentSession, order)
+    assert row is not None
+    return row.amount_refunded
+
+
+def refunds_created_at_stripe(sim: Sim, intent: str) -> list[dict[str, Any]]:
+    return [
+        event["data"]["object"]
+        for event in sent_events(sim, "refund.created")
+        if event["data"]["object"]["payment_intent"] == intent
+    ]
+
+
+async def test_a_partial_refund_is_made_at_stripe_and_followed_until_it_succeeded(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order, _, intent = await paid_order(payments_on_sim, stripe_sim)
+
+    await send(payments_on_sim, refund_command(order, 1000), trace_id=order)
+
+    [reply] = await emitted(payments_on_sim, PaymentRefunded.TYPE)
+    assert reply.payload == {"order_id": order, "refund_key": "failed-lines-2", "amount": 1000}
+    assert reply.correlation_id == order
+    [row] = await refunds_of(payments_on_sim, order)
+    assert (row.amount, row.status, row.reason) == (1000, "pending", "line 2 failed")
+    assert await amount_refunded(payments_on_sim, order) == 1000
+    [created] = refunds_created_at_stripe(stripe_sim, intent)
+    assert (created["id"], created["amount"]) == (row.stripe_refund_id, 1000)
+    assert created["metadata"] == {
+        "order_id": order,
+        "refund_key": "failed-lines-2",
+        "reason": "line 2 failed",
+    }
+    [event] = [
+        e for e in sent_events(stripe_sim, "refund.created") if e["data"]["object"] == created
+    ]
+    assert event["request"]["idempotency_key"] == f"{order}:refund:failed-lines-2"
+
+    # Stripe settles the refund: refund.updated and charge.refunded come in.
+    assert row.stripe_refund_id is not None
+    await forward(
+        payments_on_sim, await webhooks_of(stripe_sim, "refund.updated", row.stripe_refund_id)
+    )
+    [row] = await refunds_of(payments_on_sim, order)
+    assert row.status == "succeeded"
+    charge_id = created["charge"]
+    await forward(payments_on_sim, await webhooks_of(stripe_sim, "charge.refunded", charge_id))
+    async with payments_on_sim.sessionmaker() as session:
+        pending = (
+            await session.execute(
+                select(StripeEvent.type).where(StripeEvent.processed_at.is_(None))
+            )
+        ).all()
+    assert pending == []
+
+
+async def test_a_repeated_refund_command_replays_the_reply_without_a_second_refund(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order, _, intent = await paid_order(payments_on_sim, stripe_sim)
+
+    await send(payments_on_sim, refund_command(order, 500), trace_id=order)
+    await send(payments_on_sim, refund_command(order, 500), trace_id=order)  # saga resends
+
+    assert [e.payload["amount"] for e in await emitted(payments_on_sim, PaymentRefunded.TYPE)] == [
+        500,
+        500,
+    ]
+    assert len(await refunds_of(payments_on_sim, order)) == 1
+    assert len(refunds_created_at_stripe(stripe_sim, intent)) == 1
+    assert await amount_refunded(payments_on_sim, order) == 500
+    with pytest.raises(RefundKeyReused):
+        await send(payments_on_sim, refund_command(order, 501), trace_id=order)
+
+
+async def test_refunds_of_one_order_never_exceed_what_was_paid(
+    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+) -> None:
+    order, _, intent = await paid_order(payments_on_sim, stripe_sim)  # 2999 paid
+    await send(payments_on_sim, refund_command(order, 2000, key="a"), trace_id=order)
+
+    with pytest.raises(RefundExceedsPayment):
+        await send(payments_on_sim, refund_command(order, 1000, key="b"), trace_id=order)
+    await send(payments_on_sim, refund_command(order, 999, key="c"), trace_id=order)
+
+    assert [r.amount for r in await refunds_of(payments_on_sim, order)] == [2000, 999]
+    assert await amount_refunded(payments_on_sim, order) == 2999
+    # The refused one never reached Stripe.
+    assert sorted(r["amount"] for r in refunds_created_at_stripe(stripe_sim, intent)) == [999, 2000]
+
+
+async def test_an_order_without_a_completed_payment_has_nothing_to_refund(
+    payments_on_sim: ServiceRuntime,
+) -> None:
+    unpaid = str(uuid.uuid4())
+    await send_create(payments_on_sim, unpaid)
+
+    with pytest.raises(PaymentNotRefundable):
+        await send(payments_on_sim, refund_command(unpaid, 100), trace_id=unpaid)
+    with pytest.raises(PaymentNotRefundable):
+        await send(payments_on_sim, refund_command(str(uuid.uuid4()), 100), trace_id=unpaid)
+
+    assert await emitted(payments_on_sim, PaymentRefunded.TYPE) == []
