@@ -19,6 +19,12 @@ log = logging.getLogger("shared.delivery")
 MessageCallback = Callable[[Envelope], Awaitable[None]]
 
 
+class PermanentError(Exception):
+    """A message that can never be applied, however often it is delivered (a handler's domain
+    says no). It goes to the DLQ at once with this error as the reason, instead of after the
+    delivery limit with only `broker: delivery_limit` to show for it."""
+
+
 class Outcome(enum.Enum):
     ACK = "ack"
     RETRY = "retry"
@@ -40,13 +46,14 @@ async def deliver(body: bytes, callback: MessageCallback) -> Verdict:
     token = trace_id_var.set(envelope.correlation_id)
     try:
         await callback(envelope)
-    except (UnknownMessage, MalformedMessage) as exc:
+    except (UnknownMessage, MalformedMessage, PermanentError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, PermanentError) else str(exc)
         log.warning(
             "dead-lettering %s",
             envelope.type,
-            extra=log_fields(message_id=envelope.id, reason=str(exc)),
+            extra=log_fields(message_id=envelope.id, reason=reason),
         )
-        return Verdict(Outcome.DEAD, str(exc))
+        return Verdict(Outcome.DEAD, reason)
     except Exception as exc:
         log.warning(
             "handler failed for %s, will retry",

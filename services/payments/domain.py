@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from shared.delivery import PermanentError
+
 EntryKind = Literal["grant", "reserve", "capture", "release", "refund"]
 ENTRY_KINDS: tuple[EntryKind, ...] = ("grant", "reserve", "capture", "release", "refund")
 ReservationStatus = Literal["reserved", "captured", "released"]
@@ -44,14 +46,14 @@ class InsufficientCredits(Exception):
         self.requested = requested
 
 
-class CaptureExceedsReservation(Exception):
+class CaptureExceedsReservation(PermanentError):
     def __init__(self, *, reserved: int, requested: int) -> None:
         super().__init__(f"capture of {requested} credits exceeds the {reserved} reserved")
         self.reserved = reserved
         self.requested = requested
 
 
-class ReservationNotCapturable(Exception):
+class ReservationNotCapturable(PermanentError):
     """Capture without a live reservation: the saga never sends that, so it is a bug to surface."""
 
 
@@ -59,7 +61,7 @@ class InvalidSeed(ValueError):
     pass
 
 
-class RefundExceedsCapture(Exception):
+class RefundExceedsCapture(PermanentError):
     """More credits to refund than the order captured minus what was refunded already."""
 
     def __init__(self, *, order_id: str, requested: int) -> None:
@@ -71,7 +73,7 @@ class RefundExceedsCapture(Exception):
         self.requested = requested
 
 
-class RefundExceedsPayment(Exception):
+class RefundExceedsPayment(PermanentError):
     """More money to refund than the order paid minus what was refunded already."""
 
     def __init__(self, *, order_id: str, requested: int) -> None:
@@ -82,11 +84,11 @@ class RefundExceedsPayment(Exception):
         self.requested = requested
 
 
-class PaymentNotRefundable(Exception):
+class PaymentNotRefundable(PermanentError):
     """No completed Stripe payment to refund for the order (the saga never asks for that)."""
 
 
-class RefundKeyReused(Exception):
+class RefundKeyReused(PermanentError):
     """One refund key of an order was sent again with a different amount."""
 
 
