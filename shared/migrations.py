@@ -4,6 +4,7 @@ upgrades (`migrate` command) or checks it is at head before it serves."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,8 +82,15 @@ async def upgrade_to_head(engine: AsyncEngine, migrations_dir: Path) -> None:
         await conn.run_sync(_upgrade)
 
 
+@functools.cache
+def code_heads(migrations_dir: Path) -> frozenset[str]:
+    """The revisions the code expects. Parsing every revision file is work that /ready would
+    otherwise repeat on each probe; the files do not change while the process runs."""
+    return frozenset(ScriptDirectory.from_config(alembic_config(migrations_dir)).get_heads())
+
+
 async def ensure_at_head(engine: AsyncEngine, migrations_dir: Path) -> None:
-    heads = set(ScriptDirectory.from_config(alembic_config(migrations_dir)).get_heads())
+    heads = code_heads(migrations_dir)
 
     def _current(connection: Connection) -> set[str]:
         return set(MigrationContext.configure(connection).get_current_heads())

@@ -5,9 +5,6 @@ guard on entitlements."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -15,7 +12,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -29,24 +25,14 @@ from shared.memory_bus import MemoryBus
 from shared.messages import Contract, Envelope, payload_of
 from shared.messages import contracts as c
 from shared.runtime import ServiceRuntime
+from shared.testing.serving import serving
 
 
 @pytest.fixture(scope="module")
 def panel() -> Iterator[tuple[str, PanelState]]:
     app = create_panel_app(fail_plans={"srv-doomed"})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "panel simulator did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.panel
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(app, lifespan="off") as url:
+        yield url, app.state.panel
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-import uvicorn
 
 from services.payments.stripe_sim.app import create_app, parse_params
 from services.payments.stripe_sim.config import SimConfig
@@ -27,6 +25,7 @@ from services.payments.stripe_sim.objects import (
     ParamError,
     extract_templates,
 )
+from shared.testing.serving import loopback_socket, serving, url_of
 
 FIXTURES_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "fixtures3.json"
 API_KEY = "sk_test_sim_unit"
@@ -64,9 +63,8 @@ class Sim:
 
 @contextmanager
 def running_sim(**overrides: Any) -> Iterator[Sim]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = loopback_socket()
+    url = url_of(sock)
     settings: dict[str, Any] = {
         "api_key": API_KEY,
         "webhook_secret": WEBHOOK_SECRET,
@@ -78,22 +76,8 @@ def running_sim(**overrides: Any) -> Iterator[Sim]:
     settings.update(overrides)
     config = SimConfig(**settings)
     clock = Clock()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, clock=clock), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("stripe simulator did not start")
-        time.sleep(0.01)
-    try:
+    with serving(create_app(config, clock=clock), sock=sock, lifespan="on"):
         yield Sim(url, config, clock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @dataclass

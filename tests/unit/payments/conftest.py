@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from payments_support import payments_settings
-from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, ServerThread, Sim, WebhookRecorder, free_port
+from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, Sim, WebhookRecorder
 
 from services.payments.bootstrap import build
 from services.payments.stripe_sim import app as sim_app
 from services.payments.stripe_sim.config import SimConfig
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
+from shared.testing.serving import loopback_socket, serving, url_of
 
 
 @pytest_asyncio.fixture
@@ -31,17 +32,17 @@ async def payments(tmp_path: Path) -> AsyncIterator[ServiceRuntime]:
 @pytest.fixture(scope="module")
 def stripe_sim() -> Iterator[Sim]:
     hooks = WebhookRecorder()
-    with ServerThread(hooks) as receiver:
-        port = free_port()
+    with serving(hooks) as receiver_url:
+        sock = loopback_socket()
         config = SimConfig(
-            webhook_url=f"{receiver.url}/webhooks/stripe",
+            webhook_url=f"{receiver_url}/webhooks/stripe",
             webhook_secret=SIM_WEBHOOK_SECRET,
             api_key=SIM_KEY,
-            public_url=f"http://127.0.0.1:{port}",
+            public_url=url_of(sock),
             webhook_backoff_base_seconds=0.05,
         )
-        with ServerThread(sim_app.create_app(config), port) as server:
-            yield Sim(server.url, hooks)
+        with serving(sim_app.create_app(config), sock=sock) as url:
+            yield Sim(url, hooks)
 
 
 @pytest_asyncio.fixture

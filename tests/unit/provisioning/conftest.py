@@ -15,7 +15,6 @@ from provisioning_rig import (
     MakeRig,
     Panel,
     ProvisioningRig,
-    serve_in_thread,
 )
 from pydantic import SecretStr
 
@@ -25,14 +24,14 @@ from services.provisioning.provisioners import Provisioners
 from services.provisioning.settings import ProvisioningSettings
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
+from shared.testing.serving import serving
 
 
 @pytest.fixture(scope="session")
 def panel() -> Iterator[Panel]:
     app = create_panel_app(fail_plans={DOOMED_PLAN})
-    url, stop = serve_in_thread(app)
-    yield Panel(url=url, state=app.state.panel)
-    stop()
+    with serving(app, lifespan="off") as url:
+        yield Panel(url=url, state=app.state.panel)
 
 
 @pytest_asyncio.fixture

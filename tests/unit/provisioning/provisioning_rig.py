@@ -4,15 +4,11 @@ the server panel simulator served by uvicorn on a free port, message and line bu
 from __future__ import annotations
 
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import select
 
 from services.provisioning.models import outbox
@@ -33,29 +29,6 @@ class Panel:
 
     def creations_for(self, order_id: str) -> int:
         return sum(1 for s in list(self.state.servers.values()) if s["order_id"] == order_id)
-
-
-def serve_in_thread(app: Any) -> tuple[str, Callable[[], None]]:
-    """Serves `app` on a free 127.0.0.1 port; returns its URL and a stop function."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("panel simulator did not start")
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-    return f"http://127.0.0.1:{port}", stop
 
 
 def closed_port_url() -> str:
