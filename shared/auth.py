@@ -48,6 +48,12 @@ def verify_token(secret: str, token: str) -> Principal:
     return Principal(user_id=str(claims["sub"]), roles=frozenset(str(r) for r in roles))
 
 
+def may_see(principal: Principal, owner_id: str) -> bool:
+    """Shoppers see their own resources, operators everyone's. Callers answer "not found"
+    otherwise, so a stranger cannot even learn that the resource exists."""
+    return principal.user_id == owner_id or principal.is_operator
+
+
 def current_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -15,7 +15,7 @@ from services.orders.models import Order, SagaInstance
 from services.orders.saga import cancel
 from services.orders.saga_state import Step, Timing
 from services.orders.saga_store import apply_decision, state_of
-from shared.auth import Operator, Principal, Shopper
+from shared.auth import Operator, Principal, Shopper, may_see
 from shared.errors import ApiError, not_found
 from shared.messages import Contract
 from shared.runtime import ServiceRuntime, runtime_of
@@ -85,7 +85,7 @@ class OrderOut(BaseModel):
 
 def _visible(order: Order | None, principal: Principal) -> Order:
     # Someone else's order answers exactly like a missing one.
-    if order is None or (order.user_id != principal.user_id and not principal.is_operator):
+    if order is None or not may_see(principal, order.user_id):
         raise not_found("order")
     return order
 

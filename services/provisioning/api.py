@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from services.provisioning import repository
 from services.provisioning.models import Entitlement, Job
-from shared.auth import Shopper
+from shared.auth import Shopper, may_see
 from shared.errors import not_found
 from shared.runtime import ServiceRuntime, runtime_of
 
@@ -79,7 +79,7 @@ async def get_job(order_id: str, principal: Shopper, runtime: Runtime) -> JobOut
     """The order's fulfilment job; a shopper sees only their own (another's is a 404)."""
     async with runtime.sessionmaker() as session:
         job = await repository.job_by_order(session, order_id)
-    if job is None or not (principal.is_operator or job.user_id == principal.user_id):
+    if job is None or not may_see(principal, job.user_id):
         raise not_found("job")
     return JobOut.of(job)
 
