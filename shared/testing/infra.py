@@ -293,6 +293,19 @@ async def create_database(admin_url: str, name: str) -> str:
     return database_url(admin_url, name)
 
 
+async def ensure_database(admin_url: str, name: str) -> str:
+    """Create database `name` unless it exists (keeping its data) and return its URL."""
+    _check_name(name)
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+    finally:
+        await conn.close()
+    return database_url(admin_url, name)
+
+
 async def drop_database(admin_url: str, name: str) -> None:
     """Terminate every session on database `name`, then drop it (no error if absent)."""
     _check_name(name)

@@ -1,11 +1,14 @@
-"""Runs the real topology as separate OS processes: the four services (each migrated first), the
-Stripe simulator and the server-panel simulator, against real PostgreSQL and RabbitMQ.
+"""Runs the real topology as separate OS processes: the four services (each migrated first, any
+of them with several replicas competing on its queue), the Stripe simulator and the server-panel
+simulator, against real PostgreSQL and RabbitMQ. Each process logs to its own file.
 
-Used by the end-to-end tests; a developer can run it too (`python -m shared.testing.stack`).
+Used by the end-to-end tests, the chaos run and the benchmark; developers and operators run it in
+the foreground with `./run stack` (see `--help`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import secrets
@@ -27,6 +30,16 @@ SERVICES = ("cart", "orders", "payments", "provisioning")
 JWT_SECRET = "stack-jwt-secret-0123456789abcdef0123"
 WEBHOOK_SECRET = "whsec_stack_secret"
 STRIPE_KEY = "sk_test_stack"
+
+
+def replica_names(service: str, count: int) -> list[str]:
+    return [service] + [f"{service}-{k}" for k in range(2, count + 1)]
+
+
+def service_of(name: str) -> str:
+    """The service a process name belongs to ("orders-2" -> "orders")."""
+    base, _, k = name.rpartition("-")
+    return base if base and k.isdigit() else name
 
 
 def free_port() -> int:
@@ -73,7 +86,10 @@ class Stack:
     log_dir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
     # Per process name, environment on top of the defaults (short timeouts, injected faults).
+    # A service's name also applies to all of its replicas.
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Processes per service (default 1); replica k > 1 is named "<service>-<k>".
+    replicas: dict[str, int] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str:
@@ -81,6 +97,10 @@ class Stack:
 
     def url(self, name: str) -> str:
         return self.procs[name].url
+
+    def instances(self, service: str) -> list[Proc]:
+        """The service's processes, replica 1 first."""
+        return [self.procs[n] for n in replica_names(service, self.replicas.get(service, 1))]
 
     def service_env(self, service: str, port: int) -> dict[str, str]:
         p = service.upper() + "_"
@@ -144,18 +164,24 @@ class Stack:
             panel_port,
         )
         for service in SERVICES:
-            port = free_port()
-            self.procs[service] = Proc(
-                service,
-                [py, "-m", f"services.{service}"],
-                self.service_env(service, port),
-                self.log_dir / f"{service}.log",
-                port,
-            )
-        payments = self.procs["payments"]
-        self.procs["stripe_sim"].env["STRIPE_SIM_WEBHOOK_URL"] = f"{payments.url}/webhooks/stripe"
+            for name in replica_names(service, self.replicas.get(service, 1)):
+                port = free_port()
+                self.procs[name] = Proc(
+                    name,
+                    [py, "-m", f"services.{service}"],
+                    self.service_env(service, port),
+                    self.log_dir / f"{name}.log",
+                    port,
+                )
+        # Like a load balancer in front of the replicas: the simulator spreads its webhook
+        # attempts over them, so a retry reaches another replica when one is down.
+        self.procs["stripe_sim"].env["STRIPE_SIM_WEBHOOK_URL"] = ",".join(
+            f"{p.url}/webhooks/stripe" for p in self.instances("payments")
+        )
         for name, env in self.overrides.items():
-            self.procs[name].env.update(env)
+            targets = self.instances(name) if name in SERVICES else [self.procs[name]]
+            for proc in targets:
+                proc.env.update(env)
 
     def migrate(self) -> None:
         for service in SERVICES:
@@ -177,7 +203,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name in names or tuple(self.procs):
             proc = self.procs[name]
-            path = "/ready" if name in SERVICES else "/health"
+            path = "/ready" if service_of(name) in SERVICES else "/health"
             if name == "stripe_sim":
                 path = "/_sim/health"
             while True:
@@ -212,15 +238,20 @@ async def create_stack(
     run_id: str | None = None,
     log_dir: Path | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
+    replicas: dict[str, int] | None = None,
+    keep_data: bool = False,
 ) -> Stack:
+    """Describe a stack on fresh databases, or on the existing ones of `run_id` with keep_data."""
     run_id = run_id or secrets.token_hex(4)
-    urls = {s: await infra.create_database(admin_url, f"cs_{run_id}_{s}") for s in SERVICES}
+    make = infra.ensure_database if keep_data else infra.create_database
+    urls = {s: await make(admin_url, f"cs_{run_id}_{s}") for s in SERVICES}
     stack = Stack(
         run_id,
         urls,
         rabbitmq_url,
         log_dir or Path("var") / "stack" / run_id,
         overrides=overrides or {},
+        replicas=replicas or {},
     )
     stack.prepare()
     return stack
@@ -243,20 +274,65 @@ async def delete_broker_namespace(url: str, names: Names) -> None:
             await channel.exchange_delete(exchange)
 
 
-def main() -> None:
-    """Run the stack in the foreground until Ctrl-C."""
-    stack = asyncio.run(create_stack(infra.postgres_admin_url(), infra.rabbitmq_url()))
+def parse_replicas(values: list[str]) -> dict[str, int]:
+    replicas: dict[str, int] = {}
+    for value in values:
+        service, _, count = value.partition("=")
+        if service not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected <service>=<n> with n >= 1, got {value!r}")
+        replicas[service] = int(count)
+    return replicas
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the stack in the foreground until Ctrl-C or SIGTERM, then stop every process."""
+    parser = argparse.ArgumentParser(prog="./run stack", description=main.__doc__)
+    parser.add_argument(
+        "--replicas",
+        nargs="*",
+        default=["orders=2", "payments=2"],
+        metavar="SERVICE=N",
+        help="processes per service (default: orders=2 payments=2, the others 1)",
+    )
+    parser.add_argument(
+        "--run-id",
+        default="local",
+        help="names the databases (cs_<id>_<service>) and the broker namespace (cs-<id>); "
+        "running again with the same id keeps the data",
+    )
+    parser.add_argument(
+        "--drop", action="store_true", help="drop the databases and broker objects on exit"
+    )
+    args = parser.parse_args(argv)
+    replicas = parse_replicas(args.replicas)
+    admin_url, rabbitmq_url = infra.postgres_admin_url(), infra.rabbitmq_url()
+    stack = asyncio.run(
+        create_stack(
+            admin_url, rabbitmq_url, run_id=args.run_id, replicas=replicas, keep_data=True
+        )
+    )
     stack.migrate()
-    stack.start()
-    for name, proc in stack.procs.items():
-        print(f"{name:14s} {proc.url}  log: {proc.log_path}")
-    print(f"jwt secret: {JWT_SECRET}")
+    # SIGTERM (an operator's `kill`, a supervisor) stops the children like Ctrl-C does; SIGINT
+    # is set explicitly because a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        stack.start()
+        for name, proc in stack.procs.items():
+            print(f"{name:14s} {proc.url}  log: {proc.log_path}", flush=True)
+        print(f"broker namespace: {stack.namespace}   jwt secret: {JWT_SECRET}", flush=True)
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C (or a wrapper forwarding the same signal again) must not leave
+        # children behind half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        if args.drop:
+            asyncio.run(drop_stack_databases(admin_url, stack))
+            asyncio.run(delete_broker_namespace(rabbitmq_url, Names(stack.namespace)))
 
 
 if __name__ == "__main__":

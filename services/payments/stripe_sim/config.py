@@ -12,7 +12,8 @@ DEFAULT_API_VERSION = "2026-10-28.endive"
 class SimConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRIPE_SIM_", extra="ignore")
 
-    # Where signed events are POSTed; None keeps events retrievable via the API only.
+    # Where signed events are POSTed; None keeps events retrievable via the API only. Several
+    # comma-separated URLs stand for replicas behind a load balancer: attempts rotate over them.
     webhook_url: str | None = None
     webhook_secret: str = "whsec_test_secret"
     # Base of the hosted pay page URL handed back in `session.url`.
@@ -31,3 +32,7 @@ class SimConfig(BaseSettings):
     # With the `reorder` webhook fault, how long a session's events are held before
     # being sent newest first (events of the session arriving within this window).
     webhook_reorder_hold_seconds: float = Field(default=0.3, gt=0)
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return [u.strip() for u in (self.webhook_url or "").split(",") if u.strip()]

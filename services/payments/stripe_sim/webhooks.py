@@ -39,10 +39,12 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         # Events held by the `reorder` fault, per Checkout Session, oldest first.
         self._held: dict[str, list[tuple[StripeObject, WebhookPlan]]] = {}
+        self._urls = config.webhook_urls
+        self._next_url = 0
 
     @property
     def enabled(self) -> bool:
-        return self._config.webhook_url is not None
+        return bool(self._urls)
 
     def start(self) -> None:
         self._client = httpx.AsyncClient(
@@ -107,14 +109,15 @@ class WebhookDispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, event: StripeObject, delay_seconds: float) -> None:
-        url = self._config.webhook_url
-        assert url is not None and self._client is not None
+        assert self._urls and self._client is not None
         if delay_seconds > 0:
             await asyncio.sleep(delay_seconds)
         # Stripe sends pretty-printed JSON; receivers must verify these exact bytes.
         payload = json.dumps(event, indent=2).encode("utf-8")
         attempts = self._config.webhook_max_attempts
         for attempt in range(attempts):
+            url = self._urls[self._next_url % len(self._urls)]
+            self._next_url += 1
             headers = {
                 "Content-Type": "application/json; charset=utf-8",
                 "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
