@@ -51,7 +51,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 BigIntPk = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -59,7 +59,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No overflow: a process never holds more than pool_size connections, so an operator
+        # can size the pools of all replicas against the server's max_connections.
+        kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
     engine = create_async_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         _tune_sqlite(engine)

@@ -24,4 +24,6 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=200, ge=1)
     # The relay is woken on every local commit; polling only catches rows of crashed peers.
     relay_idle_poll_seconds: float = Field(default=1.0, gt=0)
-    db_pool_size: int = Field(default=10, ge=1)
+    # Connections per process, all counted: replicas x processes x this must stay below the
+    # server's max_connections (100 by default), or a busy stack is refused connections.
+    db_pool_size: int = Field(default=8, ge=1)

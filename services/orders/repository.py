@@ -12,7 +12,14 @@ from services.orders.models import Order, SagaInstance
 
 
 async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance | None:
-    return await session.get(SagaInstance, saga_id)
+    """The saga row, locked until the transaction ends (FOR UPDATE on PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already serialises writers).
+
+    Two replies for one saga handled at once (on two replicas) then run one after the other,
+    the second deciding on the first's result. The version column alone would make the second
+    fail with StaleDataError and be redelivered, spending one of its bounded deliveries.
+    """
+    return await session.get(SagaInstance, saga_id, with_for_update=True, populate_existing=True)
 
 
 async def order_with_details(session: AsyncSession, order_id: str) -> Order | None:

@@ -57,6 +57,17 @@ async def running_stack(
         await delete_broker_namespace(rabbitmq_url, Names(stack.namespace))
 
 
+def failing_panel_overrides(*plans: str) -> dict[str, dict[str, str]]:
+    """A stack whose server panel refuses `plans`, with fast Stripe retries."""
+    return {
+        "panel_sim": {"PANEL_SIM_FAIL_PLANS": ",".join(plans)},
+        "payments": {
+            "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.1",
+            "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "0.3",
+        },
+    }
+
+
 class Shopper:
     def __init__(self, stack: Stack, user_id: str | None = None) -> None:
         self.stack = stack

@@ -16,6 +16,7 @@ from stack_helpers import (
     assert_messaging_settled,
     balance,
     cart_status_is,
+    failing_panel_overrides,
     grant,
     ledger,
     put_catalogue_item,
@@ -31,13 +32,7 @@ from shared.testing.waiting import eventually
 async def stack(
     postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    overrides = {
-        "panel_sim": {"PANEL_SIM_FAIL_PLANS": "vps-broken,vps-broken-credits"},
-        "payments": {
-            "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.1",
-            "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "0.3",
-        },
-    }
+    overrides = failing_panel_overrides("vps-broken", "vps-broken-credits")
     async with running_stack(
         postgres_admin_url, rabbitmq_url, tmp_path_factory, overrides
     ) as stack:

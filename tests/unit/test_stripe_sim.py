@@ -655,3 +655,25 @@ def test_parse_params() -> None:
         parse_params([("a", "1"), ("a", "2")])
     with pytest.raises(ParamError):
         parse_params([("a]b", "1")])
+
+
+def test_webhook_attempts_rotate_over_several_receivers_like_a_load_balancer() -> None:
+    # Two payments replicas behind one endpoint: while one is down, a retry reaches the other.
+    with (
+        webhook_receiver() as down,
+        webhook_receiver() as up,
+        running_sim(webhook_url=f"{down.url},{up.url}") as sim,
+    ):
+        down.fail_next = 100
+        session = sim.client().v1.checkout.sessions.create(session_params())
+        event = httpx.post(f"{sim.url}/_sim/sessions/{session.id}/pay").json()
+
+        delivered = up.next()
+        assert json.loads(delivered.body)["id"] == event["id"]
+        stripe.Webhook.construct_event(
+            delivered.body, delivered.headers["stripe-signature"], WEBHOOK_SECRET
+        )
+        deadline = time.monotonic() + 5
+        while sim.client().v1.events.retrieve(event["id"]).pending_webhooks != 0:
+            assert time.monotonic() < deadline, "event still pending after delivery"
+            time.sleep(0.05)

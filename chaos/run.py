@@ -1,0 +1,331 @@
+"""The chaos run: the real topology under load and a seeded fault schedule, then the checker.
+
+    ./run chaos                      # the short run CI makes (150 checkouts)
+    ./run chaos --profile full       # 1,000 checkouts, every fault kind
+    ./run chaos --seed 1234          # repeat a run: the same plans and the same fault schedule
+
+Exits 0 when every invariant holds, 1 when one does not, 2 when the run itself could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import secrets
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from chaos import scenarios
+from chaos.client import ServiceClient
+from chaos.driver import Driver, Record
+from chaos.injector import Injector, rabbitmqctl
+from chaos.invariants import InvariantResult, check_all
+from chaos.quiesce import wait_quiet
+from chaos.report import render
+from chaos.schedule import PROFILES, draw
+from chaos.snapshot import take_snapshot
+from shared.auth import issue_token
+from shared.db import make_engine
+from shared.testing import infra
+from shared.testing.stack import (
+    JWT_SECRET,
+    SERVICES,
+    Stack,
+    create_stack,
+    drop_stack_databases,
+    service_of,
+)
+
+log = logging.getLogger("chaos")
+
+DEFAULT_CHECKOUTS = {"short": 150, "full": 1000}
+REPLICAS = {"orders": 2, "payments": 2}
+
+# Short Stripe timeouts and retries so that injected Stripe faults are recovered within the run;
+# a reconciler that looks at sessions after seconds, not minutes, so dropped webhooks are too.
+OVERRIDES: dict[str, dict[str, str]] = {
+    "payments": {
+        "PAYMENTS_STRIPE_TIMEOUT_SECONDS": "3",
+        "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.2",
+        "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "1",
+        "PAYMENTS_RECONCILE_INTERVAL_SECONDS": "5",
+        "PAYMENTS_RECONCILE_MIN_AGE_SECONDS": "5",
+        "PAYMENTS_STRIPE_EVENT_RETRY_SECONDS": "2",
+    },
+    "panel_sim": {"PANEL_SIM_FAIL_PLANS": scenarios.FAILING_PLANS},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="./run chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="short")
+    parser.add_argument("--checkouts", type=int, help="default: 150 short, 1000 full")
+    parser.add_argument("--concurrency", type=int, default=24, help="shoppers at once")
+    parser.add_argument("--seed", type=int, help="default: a random one, printed")
+    parser.add_argument(
+        "--window", type=float, help="seconds over which faults are spread (default from load)"
+    )
+    parser.add_argument("--quiet-within", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, help="directory for logs and the report")
+    parser.add_argument("--keep", action="store_true", help="keep databases and vhost")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    # One line per HTTP call would bury the report.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    try:
+        code = asyncio.run(run(args))
+    except infra.InfraUnavailable as exc:
+        print(f"chaos: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+async def run(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
+    count = args.checkouts or DEFAULT_CHECKOUTS[args.profile]
+    # The load's length is roughly proportional to its size; faults land while it runs.
+    window = args.window or max(30.0, count * 0.2)
+    run_id = f"chaos{secrets.token_hex(3)}"
+    out = args.out or Path("var") / "chaos" / run_id
+    admin_url = infra.postgres_admin_url()
+    vhost = f"cs-{run_id}"
+    await asyncio.to_thread(rabbitmqctl, "add_vhost", vhost)
+    await asyncio.to_thread(rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    # Its own vhost: the connection-drop fault then hits this run's connections only.
+    rabbitmq_url = infra.rabbitmq_url().rstrip("/") + "/" + vhost
+    stack = await create_stack(
+        admin_url,
+        rabbitmq_url,
+        run_id=run_id,
+        log_dir=out / "logs",
+        overrides=OVERRIDES,
+        replicas=REPLICAS,
+    )
+    try:
+        return await _run(stack, args, seed=seed, count=count, window=window, out=out)
+    finally:
+        await asyncio.to_thread(stack.stop)
+        if not args.keep:
+            await drop_stack_databases(admin_url, stack)
+            await asyncio.to_thread(rabbitmqctl, "delete_vhost", vhost)
+
+
+async def _run(
+    stack: Stack, args: argparse.Namespace, *, seed: int, count: int, window: float, out: Path
+) -> int:
+    admin_url = infra.postgres_admin_url()
+    await asyncio.to_thread(stack.migrate)
+    await asyncio.to_thread(stack.start)
+    await _add_catalogue(stack)
+    rng = random.Random(seed)
+    plans = scenarios.choose(rng, count)
+    processes = [n for n in stack.procs if service_of(n) in SERVICES]
+    faults = draw(seed, PROFILES[args.profile], processes, list(SERVICES), window)
+    print(
+        f"chaos run {stack.run_id}: profile={args.profile} seed={seed} checkouts={count} "
+        f"concurrency={args.concurrency} logs={out}"
+    )
+    print(f"repeat with: ./run chaos --profile {args.profile} --seed {seed} --checkouts {count}")
+    print("mix: " + ", ".join(f"{k}={v}" for k, v in Counter(p.scenario for p in plans).items()))
+    print("fault schedule:")
+    for fault in faults:
+        print("  " + fault.describe())
+    sys.stdout.flush()
+
+    t0 = time.monotonic()
+    injector = Injector(stack, admin_url=admin_url, vhost=stack.namespace, t0=t0)
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(injector.supervise(stop))
+    done = Counter[str]()
+
+    def progress(record: Record) -> None:
+        done["all"] += 1
+        if done["all"] % 50 == 0:
+            log.info("%d/%d shoppers done", done["all"], count)
+
+    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    async with httpx.AsyncClient(timeout=15, limits=limits) as http:
+        client = ServiceClient(
+            http, lambda s: [p.url for p in stack.instances(s)] if s in SERVICES else [stack.url(s)]
+        )
+        driver = Driver(
+            client,
+            jwt_secret=JWT_SECRET,
+            operator_token=issue_token(JWT_SECRET, "chaos-operator", roles=("operator",)),
+            run_tag=stack.run_id,
+        )
+        injecting = asyncio.create_task(injector.run(faults))
+        records = await driver.run(plans, concurrency=args.concurrency, on_done=progress)
+        load_seconds = time.monotonic() - t0
+        _write_records(out, records)
+        errors = sum(1 for r in records if r.error)
+        log.info("load over after %.1fs; %d shoppers hit an error", load_seconds, errors)
+        await injecting
+        sim_counters = await injector.calm()
+
+    engines = {s: make_engine(stack.database_urls[s], pool_size=1) for s in SERVICES}
+    try:
+        quiet, waited, last = await wait_quiet(
+            engines, stack.rabbitmq_url, stack.namespace, within=args.quiet_within
+        )
+        stop.set()
+        await supervisor
+        snapshot = await take_snapshot(
+            stack.database_urls, stack.rabbitmq_url, stack.namespace, stack.url("stripe_sim")
+        )
+        statuses = await _final_statuses(engines["orders"])
+    finally:
+        for engine in engines.values():
+            await engine.dispose()
+
+    results = check_all(snapshot) + run_checks(
+        records, statuses, quiet=quiet, last_probe=str(last), injector=injector
+    )
+    faults_injected = dict(injector.log.injected)
+    faults_injected.update({f"stripe_sim.{k}": v for k, v in sim_counters.items() if v})
+    faults_injected["provisioning.failing_items"] = sum(
+        p.lines.get(scenarios.FAILING_ITEM, 0) for p in plans
+    )
+    by_status = Counter(statuses.get(r.order_id or "", "no order") for r in records)
+    report = render(
+        results,
+        checkouts_by_status=dict(by_status),
+        faults=faults_injected,
+        redeliveries=sim_counters.get("webhook_duplicates", 0),
+        dlq_count=len(snapshot.dead_letters),
+        quiescence_seconds=waited,
+    )
+    header = (
+        f"chaos run {stack.run_id} profile={args.profile} seed={seed} checkouts={count}\n"
+        f"load: {load_seconds:.1f}s ({count / load_seconds:.1f} checkouts/s with faults)\n"
+    )
+    print(header + report)
+    _write(
+        out,
+        header + report,
+        json.dumps(
+            {
+                "run_id": stack.run_id,
+                "seed": seed,
+                "profile": args.profile,
+                "checkouts": count,
+                "load_seconds": load_seconds,
+                "quiescence_seconds": waited,
+                "by_status": by_status,
+                "faults": faults_injected,
+                "schedule": [f.describe() for f in faults],
+                "invariants": [r.__dict__ for r in results],
+            },
+            indent=2,
+            default=str,
+        ),
+    )
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _write_records(out: Path, records: list[Record]) -> None:
+    """What every shopper saw, kept before the checker runs (it helps when the run breaks)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shoppers.json").write_text(
+        json.dumps([r.__dict__ for r in records], indent=1, default=str)
+    )
+
+
+def _write(out: Path, report: str, details: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.txt").write_text(report)
+    (out / "report.json").write_text(details)
+
+
+async def _add_catalogue(stack: Stack) -> None:
+    token = issue_token(JWT_SECRET, "chaos-operator", roles=("operator",))
+    async with httpx.AsyncClient(timeout=10) as http:
+        for item_id, item in scenarios.EXTRA_CATALOGUE.items():
+            response = await http.put(
+                stack.url("cart") + f"/catalogue/items/{item_id}",
+                json=item,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+
+
+async def _final_statuses(engine: Any) -> dict[str, str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT id, status FROM orders"))
+        return {str(r.id): str(r.status) for r in rows}
+
+
+def run_checks(
+    records: list[Record],
+    statuses: dict[str, str],
+    *,
+    quiet: bool,
+    last_probe: str,
+    injector: Injector,
+) -> list[InvariantResult]:
+    """What the shoppers and the run itself must see, beside the invariants of the data."""
+    failed = [f"#{r.index} {r.scenario}: {r.error}" for r in records if r.error]
+    unexpected = [
+        f"{r.order_id} ({r.scenario}: {statuses.get(r.order_id or '', 'missing')})"
+        for r in records
+        if not r.error and statuses.get(r.order_id or "") not in scenarios.EXPECTED[r.scenario]
+    ]
+    stale = [
+        f"#{r.index} answered {r.stale_session_answer}"
+        for r in records
+        if r.scenario is scenarios.Scenario.CHANGE_CART
+        and r.stale_session_answer is not None
+        and r.stale_session_answer < 400
+    ]
+    return [
+        InvariantResult(
+            "every shopper's calls were answered (after retries)",
+            not failed,
+            failed,
+            f"{len(failed)} of {len(records)} shoppers hit an error",
+        ),
+        InvariantResult(
+            "every checkout ended as its scenario must",
+            not unexpected,
+            unexpected,
+            "expected: "
+            + ", ".join(f"{k}->{'/'.join(sorted(v))}" for k, v in scenarios.EXPECTED.items()),
+        ),
+        InvariantResult(
+            "a stale checkout session is refused",
+            not stale,
+            stale,
+            "a checkout with the session from before the cart changed must be refused",
+        ),
+        InvariantResult(
+            "the system went quiet",
+            quiet,
+            [] if quiet else [last_probe],
+            "orders, outboxes, queues",
+        ),
+        InvariantResult(
+            "no process died on its own",
+            not injector.log.unexpected_exits,
+            injector.log.unexpected_exits,
+            "only the schedule kills processes",
+        ),
+        InvariantResult(
+            "every scheduled fault was injected",
+            not injector.log.failed,
+            injector.log.failed,
+            "a fault that could not be injected would make the run prove less than it claims",
+        ),
+    ]

@@ -1,0 +1,86 @@
+"""The chaos run's fault schedule and shopper mix: repeatable from the seed, and each plan funded
+exactly as its scenario intends."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from chaos.scenarios import EXPECTED, EXTRA_CATALOGUE, MIX, Plan, Scenario, choose
+from chaos.schedule import PROFILES, draw
+from services.cart.bootstrap import DEFAULT_CATALOGUE
+
+PROCESSES = ["cart", "orders", "orders-2", "payments", "payments-2", "provisioning"]
+SERVICES = ["cart", "orders", "payments", "provisioning"]
+CREDIT_PRICE = {
+    **{str(i["id"]): i["credit_price"] for i in DEFAULT_CATALOGUE},
+    **{k: v["credit_price"] for k, v in EXTRA_CATALOGUE.items()},
+}
+
+
+def test_the_same_seed_draws_the_same_schedule_and_another_seed_a_different_one() -> None:
+    full = PROFILES["full"]
+    first = draw(42, full, PROCESSES, SERVICES, window=200)
+    assert first == draw(42, full, PROCESSES, SERVICES, window=200)
+    assert first != draw(43, full, PROCESSES, SERVICES, window=200)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_a_schedule_holds_every_fault_of_its_profile_in_time_order_within_the_window(
+    name: str,
+) -> None:
+    profile = PROFILES[name]
+    faults = draw(7, profile, PROCESSES, SERVICES, window=100)
+    kinds = [f.kind for f in faults]
+    assert kinds.count("kill") == profile.kills
+    assert kinds.count("broker_drop") == profile.broker_drops
+    assert kinds.count("broker_restart") == profile.broker_restarts
+    assert kinds.count("pg_terminate") == profile.pg_terminations
+    assert kinds.count("stripe_5xx") == profile.stripe_errors
+    assert kinds.count("stripe_timeout") == profile.stripe_timeouts
+    assert kinds.count("webhooks") == profile.webhook_windows
+    assert [f.at for f in faults] == sorted(f.at for f in faults)
+    assert all(5 <= f.at <= 100 for f in faults)
+    assert {f.target for f in faults if f.kind == "kill"} <= set(PROCESSES)
+    assert {f.target for f in faults if f.kind == "pg_terminate"} <= set(SERVICES)
+
+
+def test_the_full_profile_has_every_fault_kind_the_issue_names() -> None:
+    kinds = {f.kind for f in draw(1, PROFILES["full"], PROCESSES, SERVICES, window=100)}
+    assert kinds == {
+        "kill",
+        "broker_drop",
+        "broker_restart",
+        "pg_terminate",
+        "stripe_5xx",
+        "stripe_timeout",
+        "webhooks",
+    }
+
+
+def test_every_scenario_appears_and_the_mix_is_repeatable() -> None:
+    plans = choose(random.Random(5), 150)
+    assert len(plans) == 150
+    assert {p.scenario for p in plans} == set(Scenario)
+    assert plans == choose(random.Random(5), 150)
+    assert set(MIX) == set(EXPECTED) == set(Scenario)
+
+
+def _credits_needed(plan: Plan) -> int:
+    return sum((CREDIT_PRICE[item] or 0) * qty for item, qty in plan.lines.items())
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_each_plan_owns_exactly_the_credits_its_scenario_intends(seed: int) -> None:
+    for plan in choose(random.Random(seed), 40):
+        needed = _credits_needed(plan)
+        if plan.scenario is Scenario.INSUFFICIENT:
+            assert plan.use_credits and plan.credits == needed - 1
+        elif plan.scenario is Scenario.CHANGE_CART:
+            # The shopper adds one more 10-session package after opening the session.
+            assert plan.credits == needed + CREDIT_PRICE["pkg-10"]
+        elif plan.use_credits:
+            assert plan.credits == needed
+        else:
+            assert plan.credits == 0
