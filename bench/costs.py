@@ -1,0 +1,90 @@
+"""What one checkout costs the infrastructure: database commits (pg_stat_database.xact_commit of
+the four databases) and broker messages (outbox rows published, inbox rows consumed), over N
+sequential checkouts, less an idle baseline of the same length.
+
+The baseline matters: the relays, the deadline scheduler, the payments replay task and this
+benchmark's own watcher all commit while nothing happens, and would otherwise be charged to
+the checkouts. pg_stat_database counts read-only transactions too, so "commits" here is every
+transaction, not only those that flush WAL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from bench.observe import DbCounters, OrderWatcher, counters_delta, db_counters
+from bench.shoppers import Shoppers
+from bench.stats import per_checkout
+
+STATS_SETTLE_SECONDS = 2.5  # > PostgreSQL's 1 s stats flush interval, with margin
+
+
+async def _reading(
+    admin: asyncpg.Connection, conns: dict[str, asyncpg.Connection], names: dict[str, str]
+) -> dict[str, DbCounters]:
+    await asyncio.sleep(STATS_SETTLE_SECONDS)
+    return await db_counters(admin, conns, names)
+
+
+async def measure_costs(
+    *,
+    shoppers: Shoppers,
+    watcher: OrderWatcher,
+    admin: asyncpg.Connection,
+    conns: dict[str, asyncpg.Connection],
+    names: dict[str, str],
+    kind: str,
+    n: int,
+) -> dict[str, Any]:
+    """N checkouts one after another (each waits for `completed`), then the same time idle."""
+    use_credits = kind == "credit"
+    carts = await shoppers.make_carts(n)
+    before = await _reading(admin, conns, names)
+    started = time.monotonic()
+    failures = 0
+    for cart in carts:
+        checkout = await shoppers.checkout(cart, use_credits=use_credits)
+        if checkout.order_id is None or not await watcher.wait_terminal(
+            [checkout.order_id], within=30
+        ):
+            failures += 1
+            continue
+        if watcher.terminal[checkout.order_id][0] != "completed":
+            failures += 1
+    busy_seconds = time.monotonic() - started
+    # Outboxes are drained and inboxes written within the settle pause that _reading starts with.
+    after = await _reading(admin, conns, names)
+    idle_before = after
+    await asyncio.sleep(busy_seconds)
+    idle_after = await _reading(admin, conns, names)
+
+    busy = counters_delta(before, after)
+    idle = counters_delta(idle_before, idle_after)
+    per: dict[str, dict[str, float]] = {
+        service: {
+            metric: round(per_checkout(busy[service][metric], idle[service][metric], n), 2)
+            for metric in busy[service]
+        }
+        for service in busy
+    }
+
+    def total(metric: str) -> float:
+        return round(sum(per[s][metric] for s in per), 2)
+
+    return {
+        "kind": kind,
+        "checkouts": n,
+        "failures": failures,
+        "window_s": round(busy_seconds, 2),
+        "commits_per_checkout": total("xact_commit"),
+        "rollbacks_per_checkout": total("xact_rollback"),
+        "rows_written_per_checkout": total("rows_written"),
+        "messages_published_per_checkout": total("outbox_rows"),
+        "messages_consumed_per_checkout": total("inbox_rows"),
+        "per_service": per,
+        "idle_baseline": idle,
+        "measured_delta": busy,
+    }
