@@ -200,17 +200,21 @@ async def _run(
         p.lines.get(scenarios.FAILING_ITEM, 0) for p in plans
     )
     by_status = Counter(statuses.get(r.order_id or "", "no order") for r in records)
+    absorbed = _duplicates_absorbed(stack)
     report = render(
         results,
         checkouts_by_status=dict(by_status),
         faults=faults_injected,
-        redeliveries=sim_counters.get("webhook_duplicates", 0),
+        redeliveries=absorbed + sim_counters.get("webhook_duplicates", 0),
         dlq_count=len(snapshot.dead_letters),
         quiescence_seconds=waited,
     )
     header = (
         f"chaos run {stack.run_id} profile={args.profile} seed={seed} checkouts={count}\n"
         f"load: {load_seconds:.1f}s ({count / load_seconds:.1f} checkouts/s with faults)\n"
+        f"redeliveries = messages delivered again after being applied, ignored by the inboxes "
+        f"({absorbed}) + extra webhook copies the simulator sent "
+        f"({sim_counters.get('webhook_duplicates', 0)})\n"
     )
     print(header + report)
     _write(
@@ -234,6 +238,16 @@ async def _run(
         ),
     )
     return 0 if all(r.passed for r in results) else 1
+
+
+def _duplicates_absorbed(stack: Stack) -> int:
+    """Deliveries of an already-applied message, counted from the services' own log lines."""
+    return sum(
+        line.count('"msg": "duplicate ')
+        for name, proc in stack.procs.items()
+        if service_of(name) in SERVICES
+        for line in proc.log_path.read_text(errors="replace").splitlines()
+    )
 
 
 def _write_records(out: Path, records: list[Record]) -> None:

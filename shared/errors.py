@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.logging import trace_id_var
@@ -26,6 +27,20 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what}_not_found", f"{what.replace('_', ' ')} not found")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database connection broke or none could be had: retrying the request can succeed.
+
+    An integrity or data error is the request's own fault and is not one of these.
+    """
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(exc, ConnectionError)
 
 
 def _body(request: Request, code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -52,6 +67,19 @@ def install(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
             _body(request, exc.code, exc.message, exc.details), status_code=exc.status_code
+        )
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    @app.exception_handler(ConnectionError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # A killed backend or a restarting server is transient: tell the client to retry (every
+        # mutating call is idempotent by key or by nature) instead of answering a bare 500.
+        if not is_database_unavailable(exc):
+            raise exc
+        return JSONResponse(
+            _body(request, "database_unavailable", "the database is unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(RequestValidationError)

@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     replicas = parse_replicas(args.replicas)
     admin_url, rabbitmq_url = infra.postgres_admin_url(), infra.rabbitmq_url()
     stack = asyncio.run(
-        create_stack(
-            admin_url, rabbitmq_url, run_id=args.run_id, replicas=replicas, keep_data=True
-        )
+        create_stack(admin_url, rabbitmq_url, run_id=args.run_id, replicas=replicas, keep_data=True)
     )
     stack.migrate()
     # SIGTERM (an operator's `kill`, a supervisor) stops the children like Ctrl-C does; SIGINT
