@@ -44,7 +44,10 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-# Stripe endpoints the saga POSTs to: a fault on either is exercised.
+# Stripe endpoints the saga POSTs to: a fault on either is exercised. Bursts stay below the
+# payments service's retry budget (6 attempts): a burst above it is a designed cancellation,
+# proven by its own integration test, not something the run should produce at random.
+MAX_STRIPE_BURST = 4
 STRIPE_PATHS = ("/v1/checkout/sessions", "/v1/refunds")
 
 
@@ -82,7 +85,11 @@ def draw(
     for _ in range(profile.stripe_errors):
         path = rng.choice(STRIPE_PATHS)
         faults.append(
-            Fault(when(), "stripe_5xx", params={"path": path, "count": rng.randint(1, 4)})
+            Fault(
+                when(),
+                "stripe_5xx",
+                params={"path": path, "count": rng.randint(1, MAX_STRIPE_BURST)},
+            )
         )
     for _ in range(profile.stripe_timeouts):
         path = rng.choice(STRIPE_PATHS)
