@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,28 @@ def make_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
     else:
         # No overflow: a process never holds more than pool_size connections, so an operator
         # can size the pools of all replicas against the server's max_connections.
-        kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+        # No pre-ping: on asyncpg it is BEGIN, a ping and ROLLBACK (three round trips) before
+        # every transaction. A connection that died is found by the statement that uses it:
+        # SQLAlchemy then invalidates the pool, a route answers 503 database_unavailable and a
+        # consumer's message is redelivered.
+        kwargs.update(pool_size=pool_size, max_overflow=0)
+        if _is_loopback(parsed.host) and not _asks_for_tls(parsed.query):
+            # asyncpg otherwise tries TLS first on every new connection (sslmode=prefer), which
+            # on loopback only costs a round trip and an SSLContext per connect.
+            kwargs["connect_args"] = {"ssl": False}
     engine = create_async_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         _tune_sqlite(engine)
     return engine
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host is None or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
+
+
+def _asks_for_tls(query: Mapping[str, Any]) -> bool:
+    """Whether the URL sets TLS itself (`?ssl=` or `?sslmode=`); then it is left as asked."""
+    return "sslmode" in query or "ssl" in query
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
