@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.models import Order, OrderLine, SagaInstance, StatusChange
@@ -43,11 +44,17 @@ async def apply_decision(
                 order_id=order.id, status=status.value, reason=reason, trace_id=order.id, at=now
             )
         )
-    for result in state.results:
-        line = await session.get(OrderLine, (state.order_id, result.line_no))
-        if line is not None:
-            line.result = result.status
-            line.result_detail = result.detail
+    if state.results:
+        lines = {
+            line.line_no: line
+            for line in await session.scalars(
+                select(OrderLine).where(OrderLine.order_id == state.order_id)
+            )
+        }
+        for result in state.results:
+            if (line := lines.get(result.line_no)) is not None:
+                line.result = result.status
+                line.result_detail = result.detail
     for message in decision.send:
         await emit(message)
     await session.flush()  # raises StaleDataError here if another replica moved the saga
