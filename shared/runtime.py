@@ -72,7 +72,6 @@ class ServiceRuntime:
         self.settings = spec.settings
         self.engine = make_engine(spec.settings.database_url, pool_size=spec.settings.db_pool_size)
         self.sessionmaker = make_sessionmaker(self.engine)
-        self.outbox = Outbox(spec.outbox_table)
         self._owns_bus = bus is None
         self.bus: Bus = bus if bus is not None else build_bus(spec.settings)
         self.auto_migrate = auto_migrate
@@ -83,13 +82,15 @@ class ServiceRuntime:
             batch_size=spec.settings.relay_batch_size,
             idle_poll_seconds=spec.settings.relay_idle_poll_seconds,
         )
+        # Whatever commits outbox rows in this process (handlers, routes, background tasks)
+        # hands them to the relay as it commits: no relay transaction to read them back.
+        self.outbox = Outbox(spec.outbox_table, on_committed=self.relay.handover)
         self.dispatcher = Dispatcher(
             service=spec.name,
             sessionmaker=self.sessionmaker,
             outbox=self.outbox,
             inbox=spec.inbox_table,
             handlers=spec.handlers,
-            on_commit=self.relay.wake,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,10 +98,9 @@ class ServiceRuntime:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A committed-or-rolled-back session; wakes the relay after a commit."""
+        """A committed-or-rolled-back session; the relay publishes what it emitted."""
         async with self.sessionmaker() as session, session.begin():
             yield session
-        self.relay.wake()
 
     async def emit(
         self, session: AsyncSession, message: Contract, *, correlation_id: str
