@@ -69,6 +69,9 @@ class Plan:
 
 FULL = Plan("full", 5, 4, 4, 20, 6, 4, 1.6, 9, 15, 5, 32, 8, 256, 20)
 QUICK = Plan("quick", 2, 4, 4, 4, 3, 6, 2.2, 3, 4, 2, 16, 3, 64, 8)
+# Only the costs per checkout (deterministic, so the measure to compare code changes by on a
+# busy machine): more checkouts than the full run, no limits, sweeps or second stack.
+COSTS = Plan("costs", 0, 4, 4, 40, 6, 4, 1.6, 9, 15, 5, 32, 8, 64, 20)
 
 
 def _say(message: str) -> None:
@@ -141,6 +144,8 @@ async def main_stack(plan: Plan, stack: Stack, results: dict[str, Any], out_dir:
                 shoppers=shoppers, watcher=watcher, admin=admin, conns=conns, names=names,
                 kind=kind, n=plan.cost_checkouts,
             )  # fmt: skip
+        if plan.mode == "costs":
+            return
         _floors(results)
 
         ctx = LoadContext(
@@ -297,6 +302,13 @@ async def run(plan: Plan, out: Path) -> dict[str, Any]:
         "artifacts": str(out_dir),
     }
     try:
+        if plan.mode == "costs":
+            _say("costs only: starting the stack (4 services, Stripe and panel simulators)")
+            async with stacks.running_stack(
+                admin_url, rabbitmq_url, log_dir=out_dir / "logs"
+            ) as stack:
+                await main_stack(plan, stack, results, out_dir)
+            return results
         _say(f"limits: pgbench {plan.limit_seconds:.0f}s, RabbitMQ {plan.limit_seconds:.0f}s")
         pg = await limits.pg_commit_rate(
             admin_url, seconds=plan.limit_seconds, clients=plan.pg_clients
@@ -330,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run (about 2 minutes)")
     parser.add_argument(
+        "--costs-only", action="store_true",
+        help="only the commits and messages per checkout (40 of each kind), about 1 minute",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
         help="JSON file to write (default: bench/results/latest.json)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="bench: %(levelname)s %(name)s: %(message)s")
-    plan = QUICK if args.quick else FULL
+    plan = COSTS if args.costs_only else QUICK if args.quick else FULL
 
     async def guarded() -> dict[str, Any]:
         # SIGTERM cancels the run like Ctrl-C does, so the stacks' teardown still runs.
