@@ -12,11 +12,18 @@ import logging
 from typing import Any, Protocol
 
 import aio_pika
+import aio_pika.exceptions
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
+)
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
 )
 
 from shared.delivery import DeadLetter, MessageCallback, Outcome, deliver
@@ -52,9 +59,16 @@ def _retry_delay(delivery_count: int) -> float:
 
 class RabbitBus:
     def __init__(
-        self, url: str, *, namespace: str, prefetch: int = 32, delivery_limit: int = 5
+        self,
+        url: str,
+        *,
+        namespace: str,
+        prefetch: int = 32,
+        delivery_limit: int = 5,
+        connect_within: float = 60.0,
     ) -> None:
         self.url = url
+        self.connect_within = connect_within
         self.names = Names(namespace)
         self.prefetch = prefetch
         self.delivery_limit = delivery_limit
@@ -64,11 +78,31 @@ class RabbitBus:
         self._consume_channels: list[AbstractChannel] = []
 
     async def start(self) -> None:
-        self._conn = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": self.names.namespace}
-        )
+        self._conn = await self._connect()
         self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         await self._declare(self._pub)
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """The first connection, waited for: a service started while the broker restarts (an
+        orchestrator restarting both, a broker upgrade) comes up when the broker does, instead
+        of exiting and depending on a restart policy. Later losses are connect_robust's job."""
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self.connect_within),
+            wait=wait_exponential(multiplier=0.5, max=5.0),
+            retry=retry_if_exception_type((aio_pika.exceptions.AMQPConnectionError, OSError)),
+            before_sleep=lambda state: log.warning(
+                "broker not reachable yet (attempt %d), retrying: %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await aio_pika.connect_robust(
+                    self.url, client_properties={"connection_name": self.names.namespace}
+                )
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _queue_arguments(self, service: str) -> dict[str, Any]:
         return {

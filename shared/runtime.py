@@ -60,6 +60,7 @@ def build_bus(settings: ServiceSettings) -> Bus:
         namespace=settings.bus_namespace,
         prefetch=settings.prefetch,
         delivery_limit=settings.delivery_limit,
+        connect_within=settings.broker_connect_within_seconds,
     )
 
 

@@ -19,6 +19,8 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     log_level: str = "INFO"
     log_json: bool = True
+    # How long a starting service waits for the broker before giving up (exit code 3).
+    broker_connect_within_seconds: float = Field(default=60.0, ge=0)
     prefetch: int = Field(default=32, ge=1, le=1000)
     delivery_limit: int = Field(default=5, ge=1)
     relay_batch_size: int = Field(default=200, ge=1)
