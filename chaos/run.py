@@ -90,6 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     except infra.InfraUnavailable as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         code = 2
+    except FileNotFoundError as exc:
+        # The broker faults and the run's own vhost need the local broker's rabbitmqctl.
+        print(
+            f"chaos: {exc.filename or exc} not found: the chaos run needs a local RabbitMQ "
+            "with rabbitmqctl on PATH (and PostgreSQL)",
+            file=sys.stderr,
+        )
+        code = 2
     sys.exit(code)
 
 
