@@ -40,7 +40,7 @@ from bench.stats import (
     latency_summary,
     peak_sustained,
 )
-from bench.webhooks import measure_intake
+from bench.webhooks import measure_intake, seed_completed_sessions
 from shared.testing import infra
 from shared.testing.stack import SERVICES, Stack
 
@@ -72,6 +72,8 @@ QUICK = Plan("quick", 2, 4, 4, 4, 3, 6, 2.2, 3, 4, 2, 16, 3, 64, 8)
 # Only the costs per checkout (deterministic, so the measure to compare code changes by on a
 # busy machine): more checkouts than the full run, no limits, sweeps or second stack.
 COSTS = Plan("costs", 0, 4, 4, 40, 6, 4, 1.6, 9, 15, 5, 32, 8, 64, 20)
+# Only the webhook intake (phase 8 of the full run, same senders), on sessions seeded directly.
+WEBHOOKS = Plan("webhooks", 0, 4, 4, 0, 6, 4, 1.6, 9, 15, 10, 32, 8, 64, 20)
 
 
 def _say(message: str) -> None:
@@ -291,6 +293,28 @@ async def scale_out(plan: Plan, results: dict[str, Any], out_dir: Path) -> None:
     section["steps"] = [s.to_json() for s in steps]
 
 
+async def webhooks_only(plan: Plan, results: dict[str, Any], out_dir: Path) -> None:
+    """The webhook intake alone on a fresh stack, sessions seeded as the card runs would leave
+    them: the quick measure to compare webhook changes by."""
+    _say("webhooks only: starting the stack (4 services, Stripe and panel simulators)")
+    async with stacks.running_stack(
+        infra.postgres_admin_url(), infra.rabbitmq_url(), log_dir=out_dir / "logs"
+    ) as stack:
+        conn = await connect(stack.database_urls["payments"])
+        try:
+            await seed_completed_sessions(conn, 200)
+            results["pids"] = stacks.pids(stack)
+            _say(f"webhooks: {plan.webhook_seconds:.0f}s of signed events, 20% redeliveries")
+            results["webhooks"] = await measure_intake(
+                payments_urls=stacks.service_urls(stack, "payments"),
+                payments_conn=conn,
+                seconds=plan.webhook_seconds,
+                concurrency=plan.webhook_concurrency,
+            )
+        finally:
+            await conn.close()
+
+
 async def run(plan: Plan, out: Path) -> dict[str, Any]:
     started = time.monotonic()
     admin_url, rabbitmq_url = infra.postgres_admin_url(), infra.rabbitmq_url()
@@ -302,6 +326,9 @@ async def run(plan: Plan, out: Path) -> dict[str, Any]:
         "artifacts": str(out_dir),
     }
     try:
+        if plan.mode == "webhooks":
+            await webhooks_only(plan, results, out_dir)
+            return results
         if plan.mode == "costs":
             _say("costs only: starting the stack (4 services, Stripe and panel simulators)")
             async with stacks.running_stack(
@@ -349,9 +376,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
         help="JSON file to write (default: bench/results/latest.json)",
     )  # fmt: skip
+    parser.add_argument(
+        "--webhooks-only", action="store_true",
+        help="only the webhook intake (10 s of signed events), about 30 seconds",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="bench: %(levelname)s %(name)s: %(message)s")
     plan = COSTS if args.costs_only else QUICK if args.quick else FULL
+    if args.webhooks_only:
+        plan = WEBHOOKS
 
     async def guarded() -> dict[str, Any]:
         # SIGTERM cancels the run like Ctrl-C does, so the stacks' teardown still runs.
