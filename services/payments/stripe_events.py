@@ -11,10 +11,12 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import repository
-from services.payments.domain import SessionStatus, refund_status, session_target
+from services.payments.domain import SESSION_MOVES, SessionStatus, refund_status, session_target
+from services.payments.models import PaymentSession
 from services.payments.repository import SessionChange
 from shared.logging import log_fields
 from shared.messages import Contract
@@ -42,6 +44,53 @@ def _intent_id(obj: dict[str, Any]) -> str | None:
     if isinstance(intent, dict):
         intent = intent.get("id")
     return intent if isinstance(intent, str) else None
+
+
+async def apply_events(
+    session: AsyncSession, outbox: Outbox, events: list[dict[str, Any]]
+) -> list[str]:
+    """Applies several stored events in the caller's transaction, in order; the ids of those
+    applied. One query first finds the sessions the events cannot move any more (a status only
+    moves forward, so one that is not a source of the event's move never will be): those events
+    are applied by storing them alone, without a statement each (redeliveries, late events)."""
+    settled = await _settled_sessions(session, events)
+    applied: list[str] = []
+    for event in events:
+        if _moves_nothing(event, settled) or await apply_event(session, outbox, event):
+            applied.append(str(event["id"]))
+    return applied
+
+
+async def _settled_sessions(session: AsyncSession, events: list[dict[str, Any]]) -> dict[str, str]:
+    ids = {
+        obj_id
+        for e in events
+        if str(e.get("type")).startswith("checkout.session.")
+        and isinstance(obj_id := object_of(e).get("id"), str)
+    }
+    if not ids:
+        return {}
+    stmt = select(PaymentSession.session_id, PaymentSession.status).where(
+        PaymentSession.session_id.in_(ids)
+    )
+    return {sid: status for sid, status in (await session.execute(stmt)).all()}
+
+
+def _moves_nothing(event: dict[str, Any], statuses: dict[str, str]) -> bool:
+    kind = str(event.get("type"))
+    obj = object_of(event)
+    status = statuses.get(obj.get("id"))  # type: ignore[arg-type]
+    if not kind.startswith("checkout.session.") or status is None:
+        return False
+    target = session_target(kind, obj.get("payment_status"))
+    if target is None or status in SESSION_MOVES[target]:
+        return False
+    log.info(
+        "stripe event %s does not move the session forward; stored only",
+        kind,
+        extra=log_fields(session_id=obj["id"]),
+    )
+    return True
 
 
 async def apply_event(session: AsyncSession, outbox: Outbox, event: dict[str, Any]) -> bool:
