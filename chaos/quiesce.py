@@ -14,10 +14,11 @@ import aio_pika
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.orders import saga_state
 from shared.testing.stack import SERVICES
 from shared.topology import Names
 
-TERMINAL_SQL = "('completed', 'partially_completed', 'cancelled', 'refunded')"
+TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(saga_state.TERMINAL)) + ")"
 
 
 @dataclass(frozen=True)
