@@ -11,9 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 from payments_support import client, emitted, payments_settings, redeliver, send
-from sim_support import Sim, create_command, retrieve, stored_session, webhooks_of
+from sim_support import (
+    SIM_KEY,
+    SIM_WEBHOOK_SECRET,
+    Sim,
+    create_command,
+    retrieve,
+    stored_session,
+    webhooks_of,
+)
 
 from services.payments.bootstrap import build
+from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import StripeGateway
 from shared.memory_bus import MemoryBus
 from shared.messages.contracts import (
@@ -154,6 +163,32 @@ async def test_a_refused_stripe_call_fails_the_session_without_retrying(
     assert "AuthenticationError" in failed.payload["reason"]
     assert "sk_test_wrong" not in failed.payload["reason"] + caplog.text
     assert "retrying" not in caplog.text
+
+
+async def test_a_burst_of_stripe_5xx_within_the_default_retry_budget_still_creates_the_session(
+    tmp_path: Path, stripe_sim: Sim
+) -> None:
+    # The chaos run lost a card order to four 5xx in a row when the default was 3 attempts.
+    settings = payments_settings(
+        tmp_path,
+        stripe_api_base=stripe_sim.url,
+        stripe_api_key=SIM_KEY,
+        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+        stripe_max_attempts=PaymentsSettings.model_fields["stripe_max_attempts"].default,
+    )
+    burst = {"method": "POST", "path_prefix": "/v1/checkout/sessions", "count": 4, "status": 500}
+    httpx.post(f"{stripe_sim.url}/_sim/faults", json={"api_errors": [burst]}).raise_for_status()
+    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
+    await runtime.start()
+    try:
+        order = str(uuid.uuid4())
+        await send(runtime, create_command(order), trace_id=order)
+        assert await emitted(runtime, PaymentSessionFailed.TYPE) == []
+        [created] = await emitted(runtime, PaymentSessionCreated.TYPE)
+        assert created.payload["order_id"] == order
+    finally:
+        await runtime.stop()
+        httpx.delete(f"{stripe_sim.url}/_sim/faults").raise_for_status()
 
 
 async def test_an_unreachable_stripe_fails_the_session_after_bounded_retries(
