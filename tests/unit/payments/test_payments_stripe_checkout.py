@@ -177,7 +177,8 @@ async def test_a_burst_of_stripe_5xx_within_the_default_retry_budget_still_creat
         stripe_max_attempts=PaymentsSettings.model_fields["stripe_max_attempts"].default,
     )
     burst = {"method": "POST", "path_prefix": "/v1/checkout/sessions", "count": 4, "status": 500}
-    httpx.post(f"{stripe_sim.url}/_sim/faults", json={"api_errors": [burst]}).raise_for_status()
+    async with httpx.AsyncClient(base_url=stripe_sim.url) as sim:
+        (await sim.post("/_sim/faults", json={"api_errors": [burst]})).raise_for_status()
     runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
     await runtime.start()
     try:
@@ -188,7 +189,8 @@ async def test_a_burst_of_stripe_5xx_within_the_default_retry_budget_still_creat
         assert created.payload["order_id"] == order
     finally:
         await runtime.stop()
-        httpx.delete(f"{stripe_sim.url}/_sim/faults").raise_for_status()
+        async with httpx.AsyncClient(base_url=stripe_sim.url) as sim:
+            (await sim.delete("/_sim/faults")).raise_for_status()
 
 
 async def test_an_unreachable_stripe_fails_the_session_after_bounded_retries(
