@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from payments_support import payments_settings
-from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, Sim, WebhookRecorder
+from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, Sim, WebhookRecorder, settings_on_sim
 
 from services.payments.bootstrap import build
 from services.payments.stripe_sim import app as sim_app
@@ -47,12 +47,7 @@ def stripe_sim() -> Iterator[Sim]:
 
 @pytest_asyncio.fixture
 async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRuntime]:
-    settings = payments_settings(
-        tmp_path,
-        stripe_api_base=stripe_sim.url,
-        stripe_api_key=SIM_KEY,
-        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
-    )
+    settings = settings_on_sim(tmp_path, stripe_sim)
     runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
     await runtime.start()
     try:

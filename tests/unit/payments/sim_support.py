@@ -10,14 +10,16 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import stripe
-from payments_support import client
+from payments_support import client, payments_settings
 from sqlalchemy import select
 
 from services.payments.models import PaymentSession
+from services.payments.settings import PaymentsSettings
 from shared.messages import Envelope
 from shared.messages.contracts import CreatePaymentSession, PaymentLine
 from shared.runtime import ServiceRuntime
@@ -70,6 +72,17 @@ class Sim:
             response = await http.post(f"{self.url}/_sim/{path}", json=body)
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+def settings_on_sim(tmp_path: Path, sim: Sim, **overrides: Any) -> PaymentsSettings:
+    """Payments' test settings pointed at this simulator, with its key and webhook secret."""
+    return payments_settings(
+        tmp_path,
+        stripe_api_base=sim.url,
+        stripe_api_key=SIM_KEY,
+        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+        **overrides,
+    )
 
 
 def create_command(

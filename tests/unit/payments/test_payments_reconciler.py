@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from payments_support import bearer, client, emitted, payments_settings
+from payments_support import bearer, client, emitted
 from sim_support import (
-    SIM_KEY,
-    SIM_WEBHOOK_SECRET,
     Sim,
     forward,
     send_create,
+    settings_on_sim,
     stored_session,
     webhooks_of,
 )
@@ -135,11 +134,9 @@ async def test_the_reconciler_is_for_operators_only(payments_on_sim: ServiceRunt
 async def test_the_background_reconciler_settles_a_lost_payment_on_its_own(
     tmp_path: Path, stripe_sim: Sim
 ) -> None:
-    settings = payments_settings(
+    settings = settings_on_sim(
         tmp_path,
-        stripe_api_base=stripe_sim.url,
-        stripe_api_key=SIM_KEY,
-        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+        stripe_sim,
         reconcile_interval_seconds=0.1,
         reconcile_min_age_seconds=0,
     )

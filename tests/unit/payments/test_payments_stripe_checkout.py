@@ -12,11 +12,10 @@ import httpx
 import pytest
 from payments_support import client, emitted, payments_settings, redeliver, send
 from sim_support import (
-    SIM_KEY,
-    SIM_WEBHOOK_SECRET,
     Sim,
     create_command,
     retrieve,
+    settings_on_sim,
     stored_session,
     webhooks_of,
 )
@@ -169,16 +168,13 @@ async def test_a_burst_of_stripe_5xx_within_the_default_retry_budget_still_creat
     tmp_path: Path, stripe_sim: Sim
 ) -> None:
     # The chaos run lost a card order to four 5xx in a row when the default was 3 attempts.
-    settings = payments_settings(
+    settings = settings_on_sim(
         tmp_path,
-        stripe_api_base=stripe_sim.url,
-        stripe_api_key=SIM_KEY,
-        stripe_webhook_secret=SIM_WEBHOOK_SECRET,
+        stripe_sim,
         stripe_max_attempts=PaymentsSettings.model_fields["stripe_max_attempts"].default,
     )
     burst = {"method": "POST", "path_prefix": "/v1/checkout/sessions", "count": 4, "status": 500}
-    async with httpx.AsyncClient(base_url=stripe_sim.url) as sim:
-        (await sim.post("/_sim/faults", json={"api_errors": [burst]})).raise_for_status()
+    await stripe_sim.control("faults", {"api_errors": [burst]})
     runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
     await runtime.start()
     try:
@@ -189,8 +185,8 @@ async def test_a_burst_of_stripe_5xx_within_the_default_retry_budget_still_creat
         assert created.payload["order_id"] == order
     finally:
         await runtime.stop()
-        async with httpx.AsyncClient(base_url=stripe_sim.url) as sim:
-            (await sim.delete("/_sim/faults")).raise_for_status()
+        # The module's simulator is shared: no rule may outlive this test.
+        await stripe_sim.control("faults", {"api_errors": []})
 
 
 async def test_an_unreachable_stripe_fails_the_session_after_bounded_retries(
