@@ -144,7 +144,7 @@ async def main_stack(plan: Plan, stack: Stack, results: dict[str, Any], out_dir:
         for kind in ("credit", "card"):
             results["costs"][kind] = await measure_costs(
                 shoppers=shoppers, watcher=watcher, admin=admin, conns=conns, names=names,
-                kind=kind, n=plan.cost_checkouts,
+                kind=kind, n=plan.cost_checkouts, pids=lambda: stacks.pids(stack),
             )  # fmt: skip
         if plan.mode == "costs":
             return

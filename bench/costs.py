@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
 
 from bench.observe import DbCounters, OrderWatcher, counters_delta, db_counters
+from bench.procs import CLK_TCK, CpuSnapshot, cpu_snapshot
 from bench.shoppers import Shoppers
 from bench.stats import per_checkout
 
@@ -38,11 +40,13 @@ async def measure_costs(
     names: dict[str, str],
     kind: str,
     n: int,
+    pids: Callable[[], Mapping[str, int]],
 ) -> dict[str, Any]:
     """N checkouts one after another (each waits for `completed`), then the same time idle."""
     use_credits = kind == "credit"
     carts = await shoppers.make_carts(n)
     before = await _reading(admin, conns, names)
+    cpu_before = cpu_snapshot(pids())
     started = time.monotonic()
     failures = 0
     for cart in carts:
@@ -57,9 +61,11 @@ async def measure_costs(
     busy_seconds = time.monotonic() - started
     # Outboxes are drained and inboxes written within the settle pause that _reading starts with.
     after = await _reading(admin, conns, names)
+    cpu_after = cpu_snapshot(pids())
     idle_before = after
     await asyncio.sleep(busy_seconds)
     idle_after = await _reading(admin, conns, names)
+    cpu_idle_after = cpu_snapshot(pids())
 
     busy = counters_delta(before, after)
     idle = counters_delta(idle_before, idle_after)
@@ -85,6 +91,24 @@ async def measure_costs(
         "messages_published_per_checkout": total("outbox_rows"),
         "messages_consumed_per_checkout": total("inbox_rows"),
         "per_service": per,
+        "cpu_ms_per_checkout": cpu_ms_per_checkout(cpu_before, cpu_after, cpu_idle_after, n),
         "idle_baseline": idle,
         "measured_delta": busy,
     }
+
+
+def cpu_ms_per_checkout(
+    before: CpuSnapshot, after: CpuSnapshot, idle_after: CpuSnapshot, n: int
+) -> dict[str, float]:
+    """CPU milliseconds each process spent per checkout, less what it spends idle over as long
+    (the idle window starts at `after` and lasts about as long as the busy one)."""
+    ms_per_tick = 1000 / CLK_TCK
+    found: dict[str, float] = {}
+    for name, start in before.ticks.items():
+        if name not in after.ticks or name not in idle_after.ticks:
+            continue  # restarted or gone: its ticks are not comparable
+        busy = after.ticks[name] - start
+        idle = idle_after.ticks[name] - after.ticks[name]
+        found[name] = round(per_checkout(busy * ms_per_tick, idle * ms_per_tick, n), 1)
+    found["total"] = round(sum(found.values()), 1)
+    return found

@@ -14,10 +14,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 
+from bench.stats import settled_seq
 from shared.testing import infra
 
 log = logging.getLogger("bench.observe")
@@ -29,41 +31,72 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(infra.asyncpg_dsn(url), timeout=10)
 
 
+# How long after its `at` a status row's transaction is assumed committed. Sequence numbers are
+# taken at insert and rows become visible at commit, so under concurrency a row with a lower seq
+# can appear after one with a higher seq has been read: the watcher keeps re-reading (and
+# skipping, by seq) everything younger than this, instead of trusting `seq > last seen`.
+SETTLE_SECONDS = 10.0
+
+
 @dataclass
 class OrderWatcher:
-    """Follows `order_status_history` by its sequence number: every status every order reached,
-    with the time orders wrote it (epoch seconds)."""
+    """Follows `order_status_history` as it is committed: every status every order reached, with
+    the time orders wrote it (epoch seconds)."""
 
     database_url: str
     interval: float = 0.1
     history: dict[str, dict[str, float]] = field(default_factory=dict)
     terminal: dict[str, tuple[str, float]] = field(default_factory=dict)
     polls: int = 0
-    _last_seq: int = 0
+    _safe_seq: int = 0
+    _seen: dict[int, float] = field(default_factory=dict)
     _conn: asyncpg.Connection | None = None
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._conn = await connect(self.database_url)
-        self._last_seq = int(
-            await self._conn.fetchval("SELECT coalesce(max(seq), 0) FROM order_status_history")
-        )
+        await self.open()
         self._task = asyncio.create_task(self._run(), name="order-watcher")
+
+    async def open(self) -> None:
+        """Connect and place the start mark, without polling in the background."""
+        self._conn = await connect(self.database_url)
+        # Rows written before the watcher started are not its business, but ones still being
+        # committed would be: start from the newest row that has surely settled.
+        self._safe_seq = int(
+            await self._conn.fetchval(
+                "SELECT coalesce(max(seq), 0) FROM order_status_history WHERE at < $1",
+                datetime.fromtimestamp(time.time() - SETTLE_SECONDS, UTC),
+            )
+        )
+        self._seen = {
+            int(r["seq"]): float(r["at"])
+            for r in await self._conn.fetch(
+                "SELECT seq, extract(epoch FROM at)::float8 AS at FROM order_status_history "
+                "WHERE seq > $1",
+                self._safe_seq,
+            )
+        }
 
     async def poll(self) -> None:
         assert self._conn is not None
         rows = await self._conn.fetch(
             "SELECT seq, order_id, status, extract(epoch FROM at)::float8 AS at "
-            "FROM order_status_history WHERE seq > $1 ORDER BY seq LIMIT 20000",
-            self._last_seq,
+            "FROM order_status_history WHERE seq > $1 AND NOT (seq = ANY($2::bigint[])) "
+            "ORDER BY seq LIMIT 20000",
+            self._safe_seq,
+            list(self._seen),
         )
         self.polls += 1
         for row in rows:
-            self._last_seq = row["seq"]
+            self._seen[row["seq"]] = row["at"]
             statuses = self.history.setdefault(row["order_id"], {})
             statuses.setdefault(row["status"], row["at"])
             if row["status"] in TERMINAL and row["order_id"] not in self.terminal:
                 self.terminal[row["order_id"]] = (row["status"], row["at"])
+        safe = settled_seq(self._safe_seq, self._seen, cutoff=time.time() - SETTLE_SECONDS)
+        if safe != self._safe_seq:
+            self._safe_seq = safe
+            self._seen = {seq: at for seq, at in self._seen.items() if seq > safe}
 
     async def _run(self) -> None:
         while True:

@@ -66,6 +66,16 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_num(c.get('rows_written_per_checkout'))} rows written",
             )
         )
+        cpu = c.get("cpu_ms_per_checkout") or {}
+        if cpu:
+            parts = sorted(((k, v) for k, v in cpu.items() if k != "total"), key=lambda kv: -kv[1])
+            out.append(
+                (
+                    f"{kind}: CPU ms per checkout",
+                    f"{_num(cpu.get('total'))} in all: "
+                    + ", ".join(f"{k} {_num(v)}" for k, v in parts),
+                )
+            )
         out.append(
             (
                 f"{kind}: floor checkouts/s",

@@ -223,3 +223,10 @@ def gain(one: float | None, two: float | None) -> float | None:
     if not one or two is None:
         return None
     return two / one - 1
+
+
+def settled_seq(safe_seq: int, seen: dict[int, float], *, cutoff: float) -> int:
+    """The highest seq below which every row has been read: the newest seen row written before
+    `cutoff` (epoch seconds), whose concurrent transactions with lower seqs have all committed."""
+    old = [seq for seq, at in seen.items() if at < cutoff]
+    return max([safe_seq, *old])

@@ -20,6 +20,7 @@ from bench.stats import (
     per_checkout,
     percentile,
     service_of,
+    settled_seq,
     slope,
 )
 
@@ -137,3 +138,10 @@ def test_cpu_percent_and_replica_gain() -> None:
     assert cpu_percent(1, 2, 0.0, 100) == 0.0
     assert gain(50.0, 80.0) == pytest.approx(0.6)
     assert gain(None, 80.0) is None and gain(50.0, None) is None
+
+
+def test_the_watcher_only_trusts_sequence_numbers_of_rows_older_than_the_settle_time() -> None:
+    seen = {10: 100.0, 11: 104.0, 12: 103.0}
+    assert settled_seq(5, seen, cutoff=103.5) == 12  # 12 is old enough, 11 is not yet
+    assert settled_seq(5, seen, cutoff=99.0) == 5  # nothing settled: keep the old mark
+    assert settled_seq(5, {}, cutoff=1e12) == 5
