@@ -7,7 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, event
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Integer,
+    TypeDecorator,
+    any_,
+    bindparam,
+    event,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -120,3 +131,12 @@ def is_postgres(session_or_engine: AsyncSession | AsyncEngine) -> bool:
         session_or_engine.bind if isinstance(session_or_engine, AsyncSession) else session_or_engine
     )
     return bind is not None and bind.dialect.name == "postgresql"
+
+
+def one_of(column: Any, values: list[Any], *, postgres: bool) -> ColumnElement[bool]:
+    """`column IN values` that is one SQL text whatever the number of values on PostgreSQL
+    (`= ANY($1)` with an array): an expanded `IN ($1, $2, ...)` is a different statement for
+    each length, so each new length costs asyncpg a prepare round trip and a cache slot."""
+    if postgres:
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)

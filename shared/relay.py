@@ -19,10 +19,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import Bus
-from shared.db import is_postgres
+from shared.db import is_postgres, one_of
 from shared.messages import Envelope
 
 log = logging.getLogger("shared.relay")
@@ -151,12 +151,22 @@ class OutboxRelay:
         if not ids:
             return
         t = self.table
-        async with self.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(t)
-                .where(t.c.message_id.in_(ids), t.c.published_at.is_(None))
-                .values(published_at=datetime.now(UTC))
-            )
+        engine = self.sessionmaker.kw["bind"]
+        assert isinstance(engine, AsyncEngine)
+        postgres = is_postgres(engine)
+        stmt = (
+            update(t)
+            .where(one_of(t.c.message_id, ids, postgres=postgres), t.c.published_at.is_(None))
+            .values(published_at=datetime.now(UTC))
+        )
+        if postgres:
+            # One statement on its own needs no BEGIN and COMMIT round trips around it.
+            async with engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await auto.execute(stmt)
+        else:
+            async with engine.begin() as conn:
+                await conn.execute(stmt)
         self._in_hand.difference_update(ids)
         self.published += len(ids)
 
@@ -194,9 +204,10 @@ class OutboxRelay:
             await asyncio.gather(
                 *(self.bus.publish(Envelope.model_validate_json(body)) for _, _, body in rows)
             )
+            seqs = [seq for seq, _, _ in rows]
             await session.execute(
                 update(t)
-                .where(t.c.seq.in_([seq for seq, _, _ in rows]))
+                .where(one_of(t.c.seq, seqs, postgres=is_postgres(session)))
                 .values(published_at=datetime.now(UTC))
             )
         self.published += len(rows)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from services.orders import repository
-from services.orders.models import Order, OrderLine, SagaInstance
+from services.orders.models import Order, OrderLine, SagaInstance, StatusChange
 from services.orders.saga import REPLY_TYPES, Timing, react, start
-from services.orders.saga_store import apply_decision, state_of
+from services.orders.saga_store import apply_decision, saga_columns, state_of
 from shared.dispatch import Handler, MessageContext
 from shared.messages import Contract
 from shared.messages import contracts as c
@@ -22,14 +22,19 @@ async def handle_checkout_requested(
         return  # the same checkout arrived under a new message id: one saga per checkout
     now = datetime.now(UTC)
     decision = start(msg, now=now, timing=timing)
+    status, reason = decision.changes[-1] if decision.changes else (decision.state.status, None)
+    # Both rows are written once, already in the state the decision leaves them in.
     order = Order(
         id=msg.checkout_id,
         user_id=msg.user_id,
         cart_id=msg.cart_id,
-        status=decision.state.status.value,
+        status=status.value,
+        status_reason=reason,
         currency=msg.currency,
         money_total=msg.money_total,
         credits_total=msg.credits_total,
+        job_id=decision.state.job_id,
+        payment_url=decision.state.payment_url,
         created_at=now,
         updated_at=now,
         lines=[
@@ -45,17 +50,16 @@ async def handle_checkout_requested(
             )
             for line in msg.lines
         ],
-        history=[],
+        # The order id is the checkout's trace id.
+        history=[
+            StatusChange(status=s.value, reason=r, trace_id=msg.checkout_id, at=now)
+            for s, r in decision.changes
+        ],
     )
-    saga = SagaInstance(
-        id=msg.checkout_id,
-        step=decision.state.step.value,
-        state=decision.state.model_dump(mode="json"),
-        created_at=now,
-        updated_at=now,
-    )
+    saga = SagaInstance(id=msg.checkout_id, **saga_columns(decision.state, now), created_at=now)
     ctx.session.add_all([order, saga])
-    await apply_decision(ctx.session, saga, decision, now=now, emit=ctx.emit)
+    for message in decision.send:
+        await ctx.emit(message)
 
 
 async def handle_saga_reply(ctx: MessageContext, msg: Contract, *, timing: Timing) -> None:

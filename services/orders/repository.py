@@ -18,19 +18,14 @@ async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance |
     Two replies for one saga handled at once (on two replicas) then run one after the other,
     the second deciding on the first's result. The version column alone would make the second
     fail with StaleDataError and be redelivered, spending one of its bounded deliveries.
-
-    Its order comes in the same query (one round trip, not two), into the session's identity
-    map, where `apply_decision`'s `session.get(Order, ...)` then finds it.
     """
     query = (
-        select(SagaInstance, Order)
-        .outerjoin(Order, Order.id == SagaInstance.id)
+        select(SagaInstance)
         .where(SagaInstance.id == saga_id)
-        .with_for_update(of=SagaInstance)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
-    row = (await session.execute(query)).first()
-    return None if row is None else row[0]
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def order_with_details(session: AsyncSession, order_id: str) -> Order | None:
