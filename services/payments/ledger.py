@@ -4,7 +4,8 @@ balance plus one ledger entry, in the caller's transaction.
 The database, not Python, keeps balances from going negative: a reserve only matches the account
 row while `available >= n`, and CHECK constraints back every column. Idempotency comes from unique
 keys (the entry's `reference`, the reservation's order id) and status-conditional updates, so a
-redelivered or concurrent duplicate either matches nothing or fails and is retried.
+redelivered or concurrent duplicate either matches nothing, finds the first one's row and replays
+it, or fails and is retried.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import (
@@ -147,42 +148,57 @@ async def reserve(
 ) -> Reservation:
     """Holds credits for an order; returns the existing reservation when the order has one.
 
-    Raises InsufficientCredits when the conditional update matches no row. Two first-time
-    reservations for one order race to the reservation's primary key: the loser's whole
-    transaction (balance change included) rolls back and its redelivery sees the winner's row.
+    Raises InsufficientCredits when the conditional update matches no row. The reservation row
+    is claimed first, ON CONFLICT rather than read-then-insert: a second reserve of the order
+    (a saga retry, or one racing the first) waits for the first one's row and then replays it,
+    and never moves the balance. A rejected reserve deletes the row it claimed, so that nothing
+    of it stays.
     """
-    existing = await reservation_of(session, order_id)
-    if existing is not None:
-        return existing
-    p = posting("reserve", user_id, credits)
-    if not await _move(session, p):
-        raise InsufficientCredits(
-            available=(await balance_of(session, user_id)).available, requested=credits
-        )
-    session.add(
-        CreditReservation(
+    claim = (
+        upsert_insert(session)(CreditReservation)
+        .values(
             order_id=order_id,
             user_id=user_id,
             credits=credits,
             status="reserved",
             updated_at=_now(),
         )
+        .on_conflict_do_nothing(index_elements=["order_id"])
     )
-    await session.flush()
+    if (await session.execute(claim)).rowcount != 1:  # type: ignore[attr-defined]
+        existing = await reservation_of(session, order_id)
+        if existing is None:  # never expected: only uncommitted rows are ever deleted
+            raise RuntimeError(f"reservation of order {order_id} conflicted but is gone")
+        return existing
+    p = posting("reserve", user_id, credits)
+    if not await _move(session, p):
+        await session.execute(
+            delete(CreditReservation).where(CreditReservation.order_id == order_id)
+        )
+        raise InsufficientCredits(
+            available=(await balance_of(session, user_id)).available, requested=credits
+        )
     await _write_entry(
         session, p, reference=f"reserve:{order_id}", trace_id=trace_id, order_id=order_id
     )
     return Reservation(order_id, user_id, credits, "reserved")
 
 
-async def _transition(session: AsyncSession, order_id: str, *, to: str) -> tuple[str, int] | None:
-    """reserved -> `to`, only from `reserved`; (user_id, credits) when this call made the change."""
+async def _transition(
+    session: AsyncSession, order_id: str, *, to: str, captured: int | None = None
+) -> tuple[str, int] | None:
+    """reserved -> `to`, only from `reserved`; (user_id, credits) when this call made the change.
+
+    With `captured`, the same UPDATE records it, and only matches a reservation that holds it.
+    """
     stmt = (
         update(CreditReservation)
         .where(CreditReservation.order_id == order_id, CreditReservation.status == "reserved")
         .values(status=to, updated_at=_now())
         .returning(CreditReservation.user_id, CreditReservation.credits)
     )
+    if captured is not None:
+        stmt = stmt.where(CreditReservation.credits >= captured).values(captured=captured)
     row = (await session.execute(stmt)).first()
     return None if row is None else (row[0], row[1])
 
@@ -190,22 +206,20 @@ async def _transition(session: AsyncSession, order_id: str, *, to: str) -> tuple
 async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_id: str) -> int:
     """Spends `credits` of the order's reservation and frees the rest; returns credits captured.
 
-    A repeated capture changes nothing and returns what the first one captured.
+    A repeated capture changes nothing and returns what the first one captured. The status and
+    what refunds of this order may give back at most (`captured`, see refund()) change in one
+    UPDATE, which only matches a reservation holding at least `credits`.
     """
-    changed = await _transition(session, order_id, to="captured")
+    changed = await _transition(session, order_id, to="captured", captured=credits)
     if changed is None:
         current = await reservation_of(session, order_id)
+        if current is not None and current.status == "reserved":
+            split_capture(current.credits, credits)  # raises CaptureExceedsReservation
         if current is None or current.status != "captured":
             raise ReservationNotCapturable(f"order {order_id} has no reservation to capture")
         return await _amount_posted(session, f"capture:{order_id}")
     user_id, reserved = changed
     captured, freed = split_capture(reserved, credits)
-    # What refunds of this order may give back at most (see refund()).
-    await session.execute(
-        update(CreditReservation)
-        .where(CreditReservation.order_id == order_id)
-        .values(captured=captured)
-    )
     await _post_internal(
         session,
         posting("capture", user_id, captured),
@@ -243,12 +257,11 @@ async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_i
         return credits
     current = await reservation_of(session, order_id)
     if current is None:
-        session.add(
-            CreditReservation(
+        await session.execute(
+            insert(CreditReservation).values(
                 order_id=order_id, user_id=user_id, credits=0, status="released", updated_at=_now()
             )
         )
-        await session.flush()
         return 0
     return current.credits if current.status == "released" else 0
 

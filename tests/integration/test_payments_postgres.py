@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import httpx
 import pytest_asyncio
@@ -19,13 +20,14 @@ from sqlalchemy import select, text
 from services.payments import repository
 from services.payments.bootstrap import build
 from services.payments.domain import Balance, RefundExceedsCapture, balances_from_entries
-from services.payments.models import CreditAccount, LedgerEntry, outbox
+from services.payments.models import CreditAccount, CreditReservation, LedgerEntry, outbox
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import CheckoutSession
 from shared.memory_bus import MemoryBus
 from shared.messages import Contract, Envelope
 from shared.messages.contracts import (
     CaptureCredits,
+    CreditsCaptured,
     CreditsRefunded,
     CreditsRejected,
     CreditsReserved,
@@ -37,6 +39,8 @@ from shared.messages.contracts import (
 from shared.runtime import ServiceRuntime
 
 WEBHOOK_SECRET = "whsec_payments_pg_test"
+T = TypeVar("T")
+RESERVATION_LOCK = "SELECT 1 FROM credit_reservations WHERE order_id = :o FOR UPDATE"
 
 
 @pytest_asyncio.fixture
@@ -87,6 +91,20 @@ async def wait_for_lock_waiters(runtime: ServiceRuntime, count: int) -> None:
     raise AssertionError(f"{count} writers never queued on the row lock")
 
 
+async def race(
+    runtime: ServiceRuntime, lock: str, params: dict[str, str], *writers: Awaitable[T]
+) -> list[T]:
+    """Runs the writers while a blocker holds `lock`; lets go once all of them are queued, so
+    none can decide before every one has started."""
+    async with runtime.engine.connect() as blocker:
+        transaction = await blocker.begin()
+        await blocker.execute(text(lock), params)
+        racing = asyncio.gather(*writers)
+        await wait_for_lock_waiters(runtime, len(writers))
+        await transaction.rollback()
+        return await racing
+
+
 async def test_two_concurrent_reserves_that_fit_only_once_reserve_once(
     payments_pg: ServiceRuntime,
 ) -> None:
@@ -95,18 +113,13 @@ async def test_two_concurrent_reserves_that_fit_only_once_reserve_once(
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
 
     # Hold the account row so both reserves are parked on it before either can decide.
-    async with runtime.engine.connect() as blocker:
-        transaction = await blocker.begin()
-        await blocker.execute(
-            text("SELECT 1 FROM credit_accounts WHERE user_id = 'ann' FOR UPDATE")
-        )
-        racing = asyncio.gather(
-            send(runtime, ReserveCredits(order_id=first, user_id="ann", credits=60), first),
-            send(runtime, ReserveCredits(order_id=second, user_id="ann", credits=60), second),
-        )
-        await wait_for_lock_waiters(runtime, 2)
-        await transaction.rollback()
-        await racing
+    await race(
+        runtime,
+        "SELECT 1 FROM credit_accounts WHERE user_id = :u FOR UPDATE",
+        {"u": "ann"},
+        send(runtime, ReserveCredits(order_id=first, user_id="ann", credits=60), first),
+        send(runtime, ReserveCredits(order_id=second, user_id="ann", credits=60), second),
+    )
 
     reserved = await emitted(runtime, CreditsReserved.TYPE)
     rejected = await emitted(runtime, CreditsRejected.TYPE)
@@ -195,15 +208,9 @@ async def test_concurrent_credit_refunds_of_one_order_never_exceed_its_capture(
         return None
 
     # Hold the reservation row so all three refunds queue on it before any can decide.
-    async with runtime.engine.connect() as blocker:
-        transaction = await blocker.begin()
-        await blocker.execute(
-            text("SELECT 1 FROM credit_reservations WHERE order_id = :o FOR UPDATE"), {"o": order}
-        )
-        racing = asyncio.gather(refund("a"), refund("b"), refund("c"))
-        await wait_for_lock_waiters(runtime, 3)
-        await transaction.rollback()
-        outcomes = await racing
+    outcomes = await race(
+        runtime, RESERVATION_LOCK, {"o": order}, refund("a"), refund("b"), refund("c")
+    )
 
     assert sum(outcome is None for outcome in outcomes) == 2
     assert len(await emitted(runtime, CreditsRefunded.TYPE)) == 2
@@ -212,3 +219,89 @@ async def test_concurrent_credit_refunds_of_one_order_never_exceed_its_capture(
         entries = (await session.execute(select(LedgerEntry))).scalars().all()
     assert account is not None and Balance(account.available, account.reserved) == Balance(80, 0)
     assert balances_from_entries(entries)["ida"] == Balance(80, 0)
+
+
+async def ledger_of(runtime: ServiceRuntime, user_id: str) -> tuple[Balance, list[LedgerEntry]]:
+    async with runtime.sessionmaker() as session:
+        account = await session.get(CreditAccount, user_id)
+        stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
+        entries = list((await session.execute(stmt)).scalars())
+    assert account is not None
+    cached = Balance(account.available, account.reserved)
+    assert balances_from_entries(entries)[user_id] == cached
+    return cached, entries
+
+
+async def reserve_one_order_twice_at_once(
+    runtime: ServiceRuntime, user_id: str, *, granted: int, reserved: int
+) -> str:
+    """Two ReserveCredits of one new order (two message ids) contending; returns the order."""
+    order = str(uuid.uuid4())
+    grant = GrantCredits(grant_id=f"g-{user_id}", user_id=user_id, credits=granted, reason="t")
+    await send(runtime, grant, "t")
+    command = ReserveCredits(order_id=order, user_id=user_id, credits=reserved)
+    # The whole table, as an UPDATE that matches no row (too few credits) takes no row lock:
+    # the first reserve waits with its claim made, the second waits on that claim.
+    await race(
+        runtime,
+        "LOCK TABLE credit_accounts IN EXCLUSIVE MODE",
+        {},
+        send(runtime, command, order),
+        send(runtime, command, order),
+    )
+    return order
+
+
+async def test_one_order_reserved_twice_at_once_holds_its_credits_once(
+    payments_pg: ServiceRuntime,
+) -> None:
+    await reserve_one_order_twice_at_once(payments_pg, "kai", granted=100, reserved=60)
+
+    replies = await emitted(payments_pg, CreditsReserved.TYPE)
+    assert [r.payload["credits"] for r in replies] == [60, 60]
+    balance, entries = await ledger_of(payments_pg, "kai")
+    assert balance == Balance(40, 60)
+    assert [e.kind for e in entries] == ["grant", "reserve"]
+
+
+async def test_one_order_reserved_twice_at_once_beyond_the_balance_keeps_nothing(
+    payments_pg: ServiceRuntime,
+) -> None:
+    order = await reserve_one_order_twice_at_once(payments_pg, "lou", granted=50, reserved=60)
+
+    rejected = await emitted(payments_pg, CreditsRejected.TYPE)
+    assert [r.payload["available"] for r in rejected] == [50, 50]
+    assert await emitted(payments_pg, CreditsReserved.TYPE) == []
+    async with payments_pg.sessionmaker() as session:
+        assert await session.get(CreditReservation, order) is None
+    balance, entries = await ledger_of(payments_pg, "lou")
+    assert balance == Balance(50, 0)
+    assert [e.kind for e in entries] == ["grant"]
+
+
+async def test_one_order_captured_twice_at_once_is_spent_once(
+    payments_pg: ServiceRuntime,
+) -> None:
+    runtime = payments_pg
+    order = str(uuid.uuid4())
+    await send(runtime, GrantCredits(grant_id="g-max", user_id="max", credits=100, reason="t"), "t")
+    await send(runtime, ReserveCredits(order_id=order, user_id="max", credits=60), order)
+    command = CaptureCredits(order_id=order, user_id="max", credits=45)
+
+    # Hold the reservation row so both captures queue on it before either can decide.
+    await race(
+        runtime,
+        RESERVATION_LOCK,
+        {"o": order},
+        send(runtime, command, order),
+        send(runtime, command, order),
+    )
+
+    captured = await emitted(runtime, CreditsCaptured.TYPE)
+    assert [c.payload["credits"] for c in captured] == [45, 45]
+    balance, entries = await ledger_of(runtime, "max")
+    assert balance == Balance(55, 0)
+    assert [e.kind for e in entries] == ["grant", "reserve", "capture", "release"]
+    async with runtime.sessionmaker() as session:
+        held = await session.get(CreditReservation, order)
+    assert held is not None and (held.status, held.captured, held.refunded) == ("captured", 45, 0)

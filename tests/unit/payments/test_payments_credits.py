@@ -11,7 +11,12 @@ from sqlalchemy import select
 
 from services.payments import ledger
 from services.payments.bootstrap import build
-from services.payments.domain import Balance, ReservationNotCapturable, balances_from_entries
+from services.payments.domain import (
+    Balance,
+    CaptureExceedsReservation,
+    ReservationNotCapturable,
+    balances_from_entries,
+)
 from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
 from shared.memory_bus import MemoryBus
 from shared.messages.contracts import (
@@ -97,6 +102,25 @@ async def test_reserve_beyond_the_balance_is_rejected_with_what_is_available(
     assert await balance(payments, "bob") == Balance(available=20, reserved=0)
 
 
+async def test_a_rejected_reserve_leaves_nothing_so_its_retry_can_hold_credits_later(
+    payments: ServiceRuntime,
+) -> None:
+    order = new_order_id()
+    await grant(payments, "bea", 20)
+    command = ReserveCredits(order_id=order, user_id="bea", credits=30)
+
+    await send(payments, command, trace_id=order)
+    async with payments.sessionmaker() as session:
+        assert await session.get(CreditReservation, order) is None
+    await grant(payments, "bea", 10)
+    await send(payments, command, trace_id=order)
+
+    assert [r.payload["credits"] for r in await emitted(payments, CreditsReserved.TYPE)] == [30]
+    assert len(await emitted(payments, CreditsRejected.TYPE)) == 1
+    assert await balance(payments, "bea") == Balance(available=0, reserved=30)
+    await assert_cache_matches_ledger(payments)
+
+
 async def test_reserve_for_a_user_without_an_account_is_rejected(payments: ServiceRuntime) -> None:
     order = new_order_id()
 
@@ -150,6 +174,28 @@ async def test_capturing_part_of_a_reservation_returns_the_rest(payments: Servic
     [captured] = await emitted(payments, CreditsCaptured.TYPE)
     assert captured.payload["credits"] == 25
     assert await balance(payments, "erin") == Balance(available=75, reserved=0)
+    await assert_cache_matches_ledger(payments)
+
+
+async def test_capturing_more_than_was_reserved_fails_and_changes_nothing(
+    payments: ServiceRuntime,
+) -> None:
+    order = new_order_id()
+    await grant(payments, "eli", 100)
+    await send(payments, ReserveCredits(order_id=order, user_id="eli", credits=40), trace_id=order)
+
+    with pytest.raises(CaptureExceedsReservation):
+        await send(
+            payments, CaptureCredits(order_id=order, user_id="eli", credits=41), trace_id=order
+        )
+    await send(payments, CaptureCredits(order_id=order, user_id="eli", credits=40), trace_id=order)
+
+    [captured] = await emitted(payments, CreditsCaptured.TYPE)
+    assert captured.payload["credits"] == 40
+    assert await balance(payments, "eli") == Balance(available=60, reserved=0)
+    async with payments.sessionmaker() as session:
+        held = await session.get(CreditReservation, order)
+    assert held is not None and (held.status, held.captured) == ("captured", 40)
     await assert_cache_matches_ledger(payments)
 
 
