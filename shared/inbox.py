@@ -50,3 +50,22 @@ async def claim(
     )
     result = await session.execute(stmt)
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def claim_many(
+    session: AsyncSession, table: Table, claims: list[dict[str, str]]
+) -> set[tuple[str, str]]:
+    """`claim` for several messages in one statement: the (message_id, handler) pairs that had
+    not been applied before. Each dict holds message_id, handler, message_type and
+    correlation_id; the pairs must be distinct."""
+    if not claims:
+        return set()
+    now = datetime.now(UTC)
+    insert = upsert_insert(session)
+    stmt = (
+        insert(table)
+        .values([{**c, "processed_at": now} for c in claims])
+        .on_conflict_do_nothing(index_elements=["message_id", "handler"])
+        .returning(table.c.message_id, table.c.handler)
+    )
+    return {(row.message_id, row.handler) for row in await session.execute(stmt)}
