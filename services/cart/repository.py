@@ -7,7 +7,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.domain import LineItem
@@ -117,28 +129,43 @@ async def get_cart(
 
 
 async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
-    """The cart's lines joined with their catalogue items, in the order they were added."""
+    """The cart's lines joined with their catalogue items, in the order they were added.
+
+    Columns rather than `CatalogueItem` objects: nothing here is written back, and loading
+    entities into the session costs more than the rows themselves."""
     query = (
-        select(CartLine.quantity, CatalogueItem)
+        select(
+            CatalogueItem.id,
+            CatalogueItem.kind,
+            CatalogueItem.name,
+            CartLine.quantity,
+            CatalogueItem.unit_price,
+            CatalogueItem.currency,
+            CatalogueItem.credit_price,
+            CatalogueItem.units_per_item,
+            CatalogueItem.active,
+            CatalogueItem.available_from,
+            CatalogueItem.available_until,
+        )
         .join(CatalogueItem, CatalogueItem.id == CartLine.item_id)
         .where(CartLine.cart_id == cart_id)
         .order_by(CartLine.id)
     )
     return [
         LineItem(
-            item_id=item.id,
-            kind=item.kind,  # type: ignore[arg-type]  # the CHECK constraint guarantees the kind
-            name=item.name,
-            quantity=quantity,
-            unit_price=item.unit_price,
-            currency=item.currency,
-            credit_price=item.credit_price,
-            units_per_item=item.units_per_item,
-            active=item.active,
-            available_from=item.available_from,
-            available_until=item.available_until,
+            item_id=row.id,
+            kind=row.kind,  # the CHECK constraint guarantees the kind
+            name=row.name,
+            quantity=row.quantity,
+            unit_price=row.unit_price,
+            currency=row.currency,
+            credit_price=row.credit_price,
+            units_per_item=row.units_per_item,
+            active=row.active,
+            available_from=row.available_from,
+            available_until=row.available_until,
         )
-        for quantity, item in (await session.execute(query)).all()
+        for row in (await session.execute(query)).all()
     ]
 
 
@@ -194,15 +221,38 @@ async def move_cart(session: AsyncSession, *, cart_id: str, from_status: str, to
 # --- checkouts -------------------------------------------------------------------------------
 
 
-async def add_checkout(session: AsyncSession, checkout: Checkout) -> None:
-    """Raises IntegrityError when (user, idempotency key) already exists."""
-    session.add(checkout)
-    await session.flush()
+async def add_checkout(
+    session: AsyncSession,
+    *,
+    checkout_id: str,
+    cart_id: str,
+    user_id: str,
+    key: str,
+    request_hash: str,
+    response: str,
+) -> None:
+    """A `requested` checkout; raises IntegrityError when (user, idempotency key) exists."""
+    await session.execute(
+        insert(Checkout).values(
+            id=checkout_id,
+            cart_id=cart_id,
+            user_id=user_id,
+            idempotency_key=key,
+            request_hash=request_hash,
+            status="requested",
+            response=response,
+        )
+    )
 
 
-async def checkout_by_key(session: AsyncSession, *, user_id: str, key: str) -> Checkout | None:
-    query = select(Checkout).where(Checkout.user_id == user_id, Checkout.idempotency_key == key)
-    return (await session.scalars(query)).one_or_none()
+async def checkout_by_key(
+    session: AsyncSession, *, user_id: str, key: str
+) -> Row[str, str, str] | None:
+    """(id, request_hash, response) of the user's checkout with this idempotency key."""
+    query = select(Checkout.id, Checkout.request_hash, Checkout.response).where(
+        Checkout.user_id == user_id, Checkout.idempotency_key == key
+    )
+    return (await session.execute(query)).one_or_none()
 
 
 async def get_checkout(session: AsyncSession, *, checkout_id: str, user_id: str) -> Checkout | None:
@@ -214,23 +264,37 @@ async def finish_checkout(
     session: AsyncSession, *, checkout_id: str, status: str, reason: str | None = None
 ) -> str | None:
     """requested -> `status`; returns the cart id, or None when it was already finished."""
-    result = await session.execute(
+    return await session.scalar(
         update(Checkout)
         .where(Checkout.id == checkout_id, Checkout.status == "requested")
         .values(status=status, reason=reason, updated_at=_now())
+        .returning(Checkout.cart_id)
     )
-    if _rowcount(result) != 1:
-        return None
-    return await session.scalar(select(Checkout.cart_id).where(Checkout.id == checkout_id))
 
 
 # --- checkout sessions -----------------------------------------------------------------------
 
 
 async def add_session(session: AsyncSession, row: CheckoutSession) -> None:
-    """Raises IntegrityError when the cart has an active session already (partial unique index)."""
-    session.add(row)
-    await session.flush()
+    """Stores a new session as it is; `row` stays out of the ORM session (nothing writes it
+    back). Raises IntegrityError when it is active and the cart has an active session already
+    (partial unique index)."""
+    await session.execute(
+        insert(CheckoutSession).values(
+            id=row.id,
+            cart_id=row.cart_id,
+            user_id=row.user_id,
+            status=row.status,
+            use_credits=row.use_credits,
+            snapshot=row.snapshot,
+            content_hash=row.content_hash,
+            expires_at=row.expires_at,
+            checkout_id=row.checkout_id,
+            replaced_by=row.replaced_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+    )
 
 
 async def get_session(
@@ -252,24 +316,20 @@ async def active_session(session: AsyncSession, cart_id: str) -> CheckoutSession
 
 async def retire_active_session(
     session: AsyncSession, *, cart_id: str, replaced_by: str | None, now: datetime
-) -> bool:
+) -> None:
     """Ends the cart's active session: `expired` if its time is up, else `invalidated` (pointing
-    at its successor). Returns whether an unexpired session was invalidated."""
+    at its successor). One statement, conditional on the row still being active: a concurrent
+    cleanup that expired it first leaves nothing to retire."""
+    time_is_up = CheckoutSession.expires_at <= now
     await session.execute(
         update(CheckoutSession)
-        .where(
-            CheckoutSession.cart_id == cart_id,
-            CheckoutSession.status == "active",
-            CheckoutSession.expires_at <= now,
-        )
-        .values(status="expired", updated_at=now)
-    )
-    result = await session.execute(
-        update(CheckoutSession)
         .where(CheckoutSession.cart_id == cart_id, CheckoutSession.status == "active")
-        .values(status="invalidated", replaced_by=replaced_by, updated_at=now)
+        .values(
+            status=case((time_is_up, "expired"), else_="invalidated"),
+            replaced_by=case((time_is_up, CheckoutSession.replaced_by), else_=replaced_by),
+            updated_at=now,
+        )
     )
-    return _rowcount(result) == 1
 
 
 async def complete_session(

@@ -49,12 +49,12 @@ async def cart_facts(session: AsyncSession, cart: Cart) -> rules.CartFacts:
     return rules.CartFacts(status=cart.status, currency=cart.currency, items=items)
 
 
-async def issue(
+async def choose(
     session: AsyncSession, *, cart: Cart, use_credits: bool, now: datetime, ttl_seconds: int
 ) -> Issued:
     """The cart's active session for this content and payment choice: the current one while it
-    still stands for them, else a new one that replaces it. Raises the cart's domain errors
-    (not open, empty, an item not on sale, mixed currencies)."""
+    still stands for them, else a new one, not yet stored, with the current one retired. Raises
+    the cart's domain errors (not open, empty, an item not on sale, mixed currencies)."""
     domain.ensure_open(cart.status)
     priced = domain.price_checkout(
         await repo.line_items(session, cart.id), use_credits=use_credits, now=now
@@ -75,13 +75,28 @@ async def issue(
         snapshot=rules.snapshot_of(priced),
         content_hash=rules.content_hash(priced),
         expires_at=rules.expiry(now, ttl_seconds),
+        checkout_id=None,
+        replaced_by=None,
         created_at=now,
         updated_at=now,
     )
-    # Retired before the insert: the partial unique index allows one active row per cart.
-    await repo.retire_active_session(session, cart_id=cart.id, replaced_by=row.id, now=now)
-    await repo.add_session(session, row)
+    # Retired before the new row is stored: the partial unique index allows one active row per
+    # cart. With none active there is nothing to retire, and none can appear: the cart is locked.
+    if current is not None:
+        await repo.retire_active_session(session, cart_id=cart.id, replaced_by=row.id, now=now)
     return Issued(row, created=True)
+
+
+async def issue(
+    session: AsyncSession, *, cart: Cart, use_credits: bool, now: datetime, ttl_seconds: int
+) -> Issued:
+    """`choose`, and the new session (if it is one) stored as active."""
+    issued = await choose(
+        session, cart=cart, use_credits=use_credits, now=now, ttl_seconds=ttl_seconds
+    )
+    if issued.created:
+        await repo.add_session(session, issued.row)
+    return issued
 
 
 async def renew_after_change(

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from alembic import command
 from pydantic import SecretStr
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from services.cart.bootstrap import MIGRATIONS, build
@@ -291,6 +291,62 @@ async def test_renew_on_change_then_the_new_session_checks_out_once(
     (envelope,) = await cart.requested_for(cart_id)
     assert [line["item_id"] for line in envelope.payload["lines"]] == ["pkg-10", "vps-small"]
     assert (await cart.session(new_id))["status"] == "completed"
+
+
+async def test_checkout_without_a_session_id_stores_the_session_it_issues_completed(
+    make_pg_cart: MakePgCart,
+) -> None:
+    # The session issued for the checkout is stored completed at once, after its checkout row;
+    # the cart's stale active session is retired by one conditional update first.
+    cart = await make_pg_cart()
+    none_yet = await cart.new_cart(pkg_10=1)
+    other_choice = await cart.new_cart(pkg_10=1)
+    timed_out = await cart.new_cart(pkg_10=1)
+    money_only = await cart.open_session(other_choice, body={"use_credits": False})
+    expired = await cart.open_session(timed_out)
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    async with cart.runtime.transaction() as session:
+        await session.execute(
+            update(CheckoutSession)
+            .where(CheckoutSession.id == expired.json()["session_id"])
+            .values(created_at=an_hour_ago - timedelta(hours=1), expires_at=an_hour_ago)
+        )
+
+    carts = (none_yet, other_choice, timed_out)
+    responses = await asyncio.gather(
+        *(cart.checkout(cart_id, f"{cart_id}-{n}") for cart_id in carts for n in range(3))
+    )
+
+    assert sorted(r.status_code for r in responses) == [202] * 3 + [409] * 6
+    accepted = {r.json()["session_id"]: r.json()["checkout_id"] for r in responses if r.is_success}
+    async with cart.runtime.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(
+                    CheckoutSession.cart_id,
+                    CheckoutSession.id,
+                    CheckoutSession.status,
+                    CheckoutSession.replaced_by,
+                    CheckoutSession.checkout_id,
+                ).order_by(CheckoutSession.created_at)
+            )
+        ).all()
+    by_cart = {cart_id: [r for r in rows if r.cart_id == cart_id] for cart_id in carts}
+    (issued,) = by_cart[none_yet]
+    invalidated, renewed = by_cart[other_choice]
+    timed_out_row, after_expiry = by_cart[timed_out]
+    for row in (issued, renewed, after_expiry):
+        assert (row.status, row.checkout_id) == ("completed", accepted[row.id])
+    assert (invalidated.id, invalidated.status, invalidated.replaced_by) == (
+        money_only.json()["session_id"],
+        "invalidated",
+        renewed.id,
+    )
+    assert (timed_out_row.id, timed_out_row.status, timed_out_row.replaced_by) == (
+        expired.json()["session_id"],
+        "expired",
+        None,
+    )
 
 
 async def test_concurrent_session_requests_share_one_active_session(
