@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from services.provisioning import domain, repository
-from services.provisioning.models import Job, JobItem
 from services.provisioning.provisioners import (
     ItemToProvision,
     ProvisionContext,
     Provisioners,
     provision_item,
 )
+from services.provisioning.repository import StoredItem, StoredJob
 from shared.dispatch import Handler, MessageContext
 from shared.messages import Contract
 from shared.messages import contracts as c
@@ -37,7 +38,7 @@ async def handle_create_job(ctx: MessageContext, msg: c.CreateJob) -> None:
 async def handle_provision_order(
     ctx: MessageContext, msg: c.ProvisionOrder, *, provisioners: Provisioners
 ) -> None:
-    job = await repository.job_by_order(ctx.session, msg.order_id, for_update=True)
+    job = await repository.locked_job(ctx.session, msg.order_id)
     if job is None:
         await ctx.emit(c.ProvisioningFailed(order_id=msg.order_id, reason="job_not_found"))
         return
@@ -50,42 +51,59 @@ async def handle_provision_order(
         # The panel is called over HTTP inside this transaction. Acceptable: if the commit
         # fails, the redelivered command calls it again with the same Idempotency-Key and gets
         # the same server back; no item is delivered twice.
-        await _provision_job(job, provisioners, ProvisionContext(ctx, now=_now()))
+        job = await _provision_job(job, provisioners, ProvisionContext(ctx, now=_now()))
     await ctx.emit(
         c.OrderProvisioned(order_id=msg.order_id, job_id=str(job.id), results=_results_of(job))
     )
 
 
 async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
-    job = await repository.job_by_order(ctx.session, msg.order_id, for_update=True)
-    if job is not None:
+    status = await repository.locked_job_status(ctx.session, msg.order_id)
+    if status is not None:
         try:
-            cancel = domain.should_cancel(job.status)
+            cancel = domain.should_cancel(status)
         except domain.JobAlreadyDone:
             # No reply: "cancelled" would be untrue, and delivered items are not taken back.
             log.warning("CancelJob for done job of order %s ignored", msg.order_id)
             return
         if cancel:
-            job.status, job.cancel_reason, job.updated_at = "cancelled", msg.reason, _now()
+            await repository.cancel_job(
+                ctx.session, order_id=msg.order_id, reason=msg.reason, now=_now()
+            )
     await ctx.emit(c.JobCancelled(order_id=msg.order_id))
 
 
-async def _provision_job(job: Job, provisioners: Provisioners, pctx: ProvisionContext) -> None:
-    """Runs the provisioner of each pending item and stores outcomes, job status and due time."""
+async def _provision_job(
+    job: StoredJob, provisioners: Provisioners, pctx: ProvisionContext
+) -> StoredJob:
+    """Runs the provisioner of each pending item, stores outcomes, job status and due time, and
+    returns the job as stored."""
     due_times = [job.due_at]
+    items: list[StoredItem] = []
+    provisioned: list[StoredItem] = []
     for item in job.items:
-        if item.status != "pending":
-            continue
-        outcome = await provision_item(provisioners, _to_provision(job, item), pctx)
-        item.status, item.detail = outcome.status, outcome.detail
-        item.external_ref = outcome.external_ref
-        due_times.append(outcome.due_at)
-    job.status = domain.job_status_for(item.status for item in job.items)
-    job.due_at = domain.due_at_for(due_times)
-    job.updated_at = pctx.now
+        if item.status == "pending":
+            outcome = await provision_item(provisioners, _to_provision(job, item), pctx)
+            item = dataclasses.replace(
+                item,
+                status=outcome.status,
+                detail=outcome.detail,
+                external_ref=outcome.external_ref,
+            )
+            provisioned.append(item)
+            due_times.append(outcome.due_at)
+        items.append(item)
+    job = dataclasses.replace(
+        job,
+        status=domain.job_status_for(item.status for item in items),
+        due_at=domain.due_at_for(due_times),
+        items=tuple(items),
+    )
+    await repository.store_outcomes(pctx.session, job, provisioned, now=pctx.now)
+    return job
 
 
-def _to_provision(job: Job, item: JobItem) -> ItemToProvision:
+def _to_provision(job: StoredJob, item: StoredItem) -> ItemToProvision:
     return ItemToProvision(
         order_id=job.order_id,
         job_id=job.id,
@@ -99,7 +117,7 @@ def _to_provision(job: Job, item: JobItem) -> ItemToProvision:
     )
 
 
-def _results_of(job: Job) -> tuple[c.ItemResult, ...]:
+def _results_of(job: StoredJob) -> tuple[c.ItemResult, ...]:
     # Validated, not cast: a stored status outside the contract must fail loudly here.
     return tuple(
         c.ItemResult.model_validate(

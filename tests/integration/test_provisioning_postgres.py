@@ -13,17 +13,24 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.provisioning import repository
 from services.provisioning.bootstrap import build
 from services.provisioning.models import Entitlement, Job, outbox
 from services.provisioning.panel_sim import PanelState, create_panel_app
+from services.provisioning.provisioners import (
+    ItemOutcome,
+    ItemToProvision,
+    ProvisionContext,
+    SessionPackageProvisioner,
+)
 from services.provisioning.settings import ProvisioningSettings
 from shared.memory_bus import MemoryBus
 from shared.messages import Contract, Envelope, payload_of
 from shared.messages import contracts as c
+from shared.migrations import upgrade_to_head
 from shared.runtime import ServiceRuntime
 from shared.testing.serving import serving
 
@@ -163,3 +170,72 @@ async def test_the_database_refuses_an_entitlement_without_sessions(
     with pytest.raises(IntegrityError, match="ck_entitlements_sessions_positive"):
         async with runtime.transaction() as session:
             await session.execute(insert(Entitlement).values(**row))
+
+
+class HeldPackages:
+    """Grants session packages, the first one only once `go` is set: its ProvisionOrder holds
+    the job's lock meanwhile."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+        self.inner = SessionPackageProvisioner()
+
+    async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
+        self.entered.set()
+        await self.go.wait()
+        return await self.inner.provision(item, ctx)
+
+
+async def lock_waiters(runtime: ServiceRuntime) -> int:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with runtime.engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_a_provision_order_that_waited_for_another_replays_what_it_stored(
+    fresh_database: Callable[[str], Awaitable[str]],
+) -> None:
+    held = HeldPackages()
+    settings = ProvisioningSettings(
+        database_url=await fresh_database("provisioning_held"),
+        broker_url="memory://",
+        jwt_secret=SecretStr("provisioning-pg-test-secret-long-enough"),
+    )
+    service = build(settings, bus=MemoryBus(), provisioners={"session_package": held})
+    await upgrade_to_head(service.engine, service.spec.migrations_dir)
+    try:
+        order_id = str(uuid.uuid4())
+        lines = (line(1, "session_package", "pkg-5", 5), line(2, "session_package", "pkg-1"))
+        await send(service, c.CreateJob(order_id=order_id, user_id="cy", lines=lines), order_id)
+        first = asyncio.ensure_future(send(service, c.ProvisionOrder(order_id=order_id), order_id))
+        await held.entered.wait()  # the first holds the job, waiting to provision
+        # The second reads while the first has stored nothing yet, and waits for its lock.
+        second = asyncio.ensure_future(send(service, c.ProvisionOrder(order_id=order_id), order_id))
+        for _ in range(200):
+            if await lock_waiters(service) >= 1:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the second ProvisionOrder never waited for the first")
+        held.go.set()
+        await asyncio.gather(first, second)
+
+        replies = [m for m in await emitted(service, order_id) if isinstance(m, c.OrderProvisioned)]
+        assert len(replies) == 2 and replies[0] == replies[1]
+        assert [(r.line_no, r.status) for r in replies[0].results] == [
+            (1, "delivered"),
+            (2, "delivered"),
+        ]
+        async with service.sessionmaker() as session:
+            grants = await session.scalar(
+                select(func.count())
+                .select_from(Entitlement)
+                .where(Entitlement.order_id == order_id)
+            )
+        assert grants == 2
+    finally:
+        await service.engine.dispose()
