@@ -180,9 +180,13 @@ class Dispatcher:
                     "correlation_id": job.envelope.correlation_id,
                 },
             )
+        # In checkout order: the rows most handlers lock (a saga, a job, a checkout) are keyed by
+        # it, so concurrent groups take those locks in one order and cannot deadlock on them.
+        # The sort is stable: two messages of one checkout keep their order.
+        ordered = sorted(jobs, key=lambda job: job.envelope.correlation_id)
         async with self.sessionmaker() as session, session.begin():
-            fresh = await claim_many(session, self.inbox, list(claims.values()))
-            for job in jobs:
+            fresh = await claim_many(session, self.inbox, [claims[k] for k in sorted(claims)])
+            for job in ordered:
                 key = (job.envelope.id, job.handler_name)
                 if key not in fresh:
                     _log_duplicate(job.envelope)
