@@ -11,7 +11,9 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Row,
+    Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -33,6 +35,14 @@ def _now() -> datetime:
 
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+# The checkout path and the order outcomes run their statements prebuilt, with bound parameters:
+# building a statement and its cache key costs about as much CPU as running it. Writes there go
+# through the Core tables (no ORM bookkeeping: nothing loaded is read again after them).
+_carts = cast(Table, Cart.__table__)
+_checkouts = cast(Table, Checkout.__table__)
+_sessions = cast(Table, CheckoutSession.__table__)
 
 
 # --- catalogue -------------------------------------------------------------------------------
@@ -122,10 +132,12 @@ async def get_cart(
 ) -> Cart | None:
     """`for_update` row-locks the cart on PostgreSQL (SQLite's BEGIN IMMEDIATE already
     serialises writers): session issuing, line changes and checkout of one cart queue up."""
-    query = select(Cart).where(Cart.id == cart_id, Cart.user_id == user_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.scalars(query)).one_or_none()
+    query = _CART_FOR_UPDATE if for_update else _CART
+    return (await session.scalars(query, {"cart_id": cart_id, "user_id": user_id})).one_or_none()
+
+
+_CART = select(Cart).where(Cart.id == bindparam("cart_id"), Cart.user_id == bindparam("user_id"))
+_CART_FOR_UPDATE = _CART.with_for_update()
 
 
 async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
@@ -133,24 +145,6 @@ async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
 
     Columns rather than `CatalogueItem` objects: nothing here is written back, and loading
     entities into the session costs more than the rows themselves."""
-    query = (
-        select(
-            CatalogueItem.id,
-            CatalogueItem.kind,
-            CatalogueItem.name,
-            CartLine.quantity,
-            CatalogueItem.unit_price,
-            CatalogueItem.currency,
-            CatalogueItem.credit_price,
-            CatalogueItem.units_per_item,
-            CatalogueItem.active,
-            CatalogueItem.available_from,
-            CatalogueItem.available_until,
-        )
-        .join(CatalogueItem, CatalogueItem.id == CartLine.item_id)
-        .where(CartLine.cart_id == cart_id)
-        .order_by(CartLine.id)
-    )
     return [
         LineItem(
             item_id=row.id,
@@ -165,8 +159,28 @@ async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
             available_from=row.available_from,
             available_until=row.available_until,
         )
-        for row in (await session.execute(query)).all()
+        for row in (await session.execute(_LINE_ITEMS, {"cart_id": cart_id})).all()
     ]
+
+
+_LINE_ITEMS = (
+    select(
+        CatalogueItem.id,
+        CatalogueItem.kind,
+        CatalogueItem.name,
+        CartLine.quantity,
+        CatalogueItem.unit_price,
+        CatalogueItem.currency,
+        CatalogueItem.credit_price,
+        CatalogueItem.units_per_item,
+        CatalogueItem.active,
+        CatalogueItem.available_from,
+        CatalogueItem.available_until,
+    )
+    .join(CatalogueItem, CatalogueItem.id == CartLine.item_id)
+    .where(CartLine.cart_id == bindparam("cart_id"))
+    .order_by(CartLine.id)
+)
 
 
 async def touch_open_cart(session: AsyncSession, cart_id: str) -> bool:
@@ -200,22 +214,33 @@ async def remove_line(session: AsyncSession, *, cart_id: str, item_id: str) -> N
 
 
 async def start_cart_checkout(session: AsyncSession, *, cart_id: str, version: int) -> bool:
-    """open -> checking_out, only if nobody changed the cart since it was priced."""
-    result = await session.execute(
-        update(Cart)
-        .where(Cart.id == cart_id, Cart.status == "open", Cart.version == version)
-        .values(status="checking_out", version=version + 1, updated_at=_now())
+    """open -> checking_out, only if nobody changed the cart since it was priced. A `Cart`
+    loaded in this session keeps its old status and version."""
+    params = {"cart_id": cart_id, "version": version, "next_version": version + 1, "now": _now()}
+    return _rowcount(await session.execute(_START_CART_CHECKOUT, params)) == 1
+
+
+_START_CART_CHECKOUT = (
+    update(_carts)
+    .where(
+        _carts.c.id == bindparam("cart_id"),
+        _carts.c.status == "open",
+        _carts.c.version == bindparam("version"),
     )
-    return _rowcount(result) == 1
+    .values(status="checking_out", version=bindparam("next_version"), updated_at=bindparam("now"))
+)
 
 
 async def move_cart(session: AsyncSession, *, cart_id: str, from_status: str, to: str) -> bool:
-    result = await session.execute(
-        update(Cart)
-        .where(Cart.id == cart_id, Cart.status == from_status)
-        .values(status=to, version=Cart.version + 1, updated_at=_now())
-    )
-    return _rowcount(result) == 1
+    params = {"cart_id": cart_id, "from_status": from_status, "to": to, "now": _now()}
+    return _rowcount(await session.execute(_MOVE_CART, params)) == 1
+
+
+_MOVE_CART = (
+    update(_carts)
+    .where(_carts.c.id == bindparam("cart_id"), _carts.c.status == bindparam("from_status"))
+    .values(status=bindparam("to"), version=_carts.c.version + 1, updated_at=bindparam("now"))
+)
 
 
 # --- checkouts -------------------------------------------------------------------------------
@@ -232,27 +257,37 @@ async def add_checkout(
     response: str,
 ) -> None:
     """A `requested` checkout; raises IntegrityError when (user, idempotency key) exists."""
+    now = _now()
     await session.execute(
-        insert(Checkout).values(
-            id=checkout_id,
-            cart_id=cart_id,
-            user_id=user_id,
-            idempotency_key=key,
-            request_hash=request_hash,
-            status="requested",
-            response=response,
-        )
+        _ADD_CHECKOUT,
+        {
+            "id": checkout_id,
+            "cart_id": cart_id,
+            "user_id": user_id,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "status": "requested",
+            "response": response,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
+
+
+_ADD_CHECKOUT = insert(_checkouts)
 
 
 async def checkout_by_key(
     session: AsyncSession, *, user_id: str, key: str
 ) -> Row[str, str, str] | None:
     """(id, request_hash, response) of the user's checkout with this idempotency key."""
-    query = select(Checkout.id, Checkout.request_hash, Checkout.response).where(
-        Checkout.user_id == user_id, Checkout.idempotency_key == key
-    )
-    return (await session.execute(query)).one_or_none()
+    params = {"user_id": user_id, "key": key}
+    return (await session.execute(_CHECKOUT_BY_KEY, params)).one_or_none()
+
+
+_CHECKOUT_BY_KEY = select(_checkouts.c.id, _checkouts.c.request_hash, _checkouts.c.response).where(
+    _checkouts.c.user_id == bindparam("user_id"), _checkouts.c.idempotency_key == bindparam("key")
+)
 
 
 async def get_checkout(session: AsyncSession, *, checkout_id: str, user_id: str) -> Checkout | None:
@@ -264,12 +299,16 @@ async def finish_checkout(
     session: AsyncSession, *, checkout_id: str, status: str, reason: str | None = None
 ) -> str | None:
     """requested -> `status`; returns the cart id, or None when it was already finished."""
-    return await session.scalar(
-        update(Checkout)
-        .where(Checkout.id == checkout_id, Checkout.status == "requested")
-        .values(status=status, reason=reason, updated_at=_now())
-        .returning(Checkout.cart_id)
-    )
+    params = {"checkout_id": checkout_id, "status": status, "reason": reason, "now": _now()}
+    return await session.scalar(_FINISH_CHECKOUT, params)
+
+
+_FINISH_CHECKOUT = (
+    update(_checkouts)
+    .where(_checkouts.c.id == bindparam("checkout_id"), _checkouts.c.status == "requested")
+    .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("now"))
+    .returning(_checkouts.c.cart_id)
+)
 
 
 # --- checkout sessions -----------------------------------------------------------------------
@@ -280,21 +319,11 @@ async def add_session(session: AsyncSession, row: CheckoutSession) -> None:
     back). Raises IntegrityError when it is active and the cart has an active session already
     (partial unique index)."""
     await session.execute(
-        insert(CheckoutSession).values(
-            id=row.id,
-            cart_id=row.cart_id,
-            user_id=row.user_id,
-            status=row.status,
-            use_credits=row.use_credits,
-            snapshot=row.snapshot,
-            content_hash=row.content_hash,
-            expires_at=row.expires_at,
-            checkout_id=row.checkout_id,
-            replaced_by=row.replaced_by,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        _ADD_SESSION, {column.key: getattr(row, column.key) for column in _sessions.columns}
     )
+
+
+_ADD_SESSION = insert(_sessions)
 
 
 async def get_session(
@@ -308,10 +337,12 @@ async def get_session(
 
 async def active_session(session: AsyncSession, cart_id: str) -> CheckoutSession | None:
     """The cart's session in status `active` (which may be past its expiry, not yet marked)."""
-    query = select(CheckoutSession).where(
-        CheckoutSession.cart_id == cart_id, CheckoutSession.status == "active"
-    )
-    return (await session.scalars(query)).one_or_none()
+    return (await session.scalars(_ACTIVE_SESSION, {"cart_id": cart_id})).one_or_none()
+
+
+_ACTIVE_SESSION = select(CheckoutSession).where(
+    CheckoutSession.cart_id == bindparam("cart_id"), CheckoutSession.status == "active"
+)
 
 
 async def retire_active_session(
@@ -336,16 +367,19 @@ async def complete_session(
     session: AsyncSession, *, session_id: str, checkout_id: str, now: datetime
 ) -> bool:
     """active -> completed, once: only an unexpired active session, only one checkout."""
-    result = await session.execute(
-        update(CheckoutSession)
-        .where(
-            CheckoutSession.id == session_id,
-            CheckoutSession.status == "active",
-            CheckoutSession.expires_at > now,
-        )
-        .values(status="completed", checkout_id=checkout_id, updated_at=now)
+    params = {"session_id": session_id, "checkout_id": checkout_id, "now": now}
+    return _rowcount(await session.execute(_COMPLETE_SESSION, params)) == 1
+
+
+_COMPLETE_SESSION = (
+    update(_sessions)
+    .where(
+        _sessions.c.id == bindparam("session_id"),
+        _sessions.c.status == "active",
+        _sessions.c.expires_at > bindparam("now"),
     )
-    return _rowcount(result) == 1
+    .values(status="completed", checkout_id=bindparam("checkout_id"), updated_at=bindparam("now"))
+)
 
 
 async def mark_recovered(
