@@ -93,7 +93,7 @@ async def _deliver_all(rig: Rig, envelopes: list[Envelope]) -> list[BaseExceptio
 
 async def test_messages_that_queue_up_are_applied_together_each_once(rig: Rig) -> None:
     envelopes = [_reserved(f"order-{i}") for i in range(20)]
-    outcomes = await _deliver_all(rig, envelopes + [envelopes[3], envelopes[3]])
+    outcomes = await _deliver_all(rig, [*envelopes, envelopes[3], envelopes[3]])
     assert outcomes == [None] * 22
     assert await rig.applied() == sorted(f"order-{i}" for i in range(20))
     assert await rig.count(inbox_t) == 20
