@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import upsert_insert
+from shared.db import is_postgres, upsert_insert
+
+
+def _claim_statement(table: Table, *, postgres: bool) -> Any:
+    """Built once per table and dialect (kept in the table's `info`): building the statement
+    and its cache key cost about as much CPU as running it, and every message handled runs it."""
+    built: dict[bool, Any] = table.info.setdefault("shared.inbox.claim", {})
+    if postgres not in built:
+        insert = pg_insert if postgres else sqlite_insert
+        built[postgres] = insert(table).on_conflict_do_nothing(
+            index_elements=["message_id", "handler"]
+        )
+    return built[postgres]
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -36,19 +51,17 @@ async def claim(
     ON CONFLICT DO NOTHING rather than read-then-insert: a concurrent duplicate waits on the first
     one's row lock and then sees the conflict, so two replicas can never both apply it.
     """
-    insert = upsert_insert(session)
-    stmt = (
-        insert(table)
-        .values(
-            message_id=message_id,
-            handler=handler,
-            message_type=message_type,
-            correlation_id=correlation_id,
-            processed_at=datetime.now(UTC),
-        )
-        .on_conflict_do_nothing(index_elements=["message_id", "handler"])
+    stmt = _claim_statement(table, postgres=is_postgres(session))
+    result = await session.execute(
+        stmt,
+        {
+            "message_id": message_id,
+            "handler": handler,
+            "message_type": message_type,
+            "correlation_id": correlation_id,
+            "processed_at": datetime.now(UTC),
+        },
     )
-    result = await session.execute(stmt)
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 

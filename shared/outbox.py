@@ -50,16 +50,19 @@ class Outbox:
     def __init__(self, table: Table, *, on_committed: Committed | None = None) -> None:
         self.table = table
         self.on_committed = on_committed
+        # Built once: every message sent runs it (see shared/inbox.py).
+        self._insert = insert(table)
 
     async def add(self, session: AsyncSession, envelope: Envelope) -> None:
         await session.execute(
-            insert(self.table).values(
-                message_id=envelope.id,
-                message_type=envelope.type,
-                correlation_id=envelope.correlation_id,
-                body=envelope.model_dump_json(),
-                created_at=datetime.now(UTC),
-            )
+            self._insert,
+            {
+                "message_id": envelope.id,
+                "message_type": envelope.type,
+                "correlation_id": envelope.correlation_id,
+                "body": envelope.model_dump_json(),
+                "created_at": datetime.now(UTC),
+            },
         )
         if self.on_committed is not None:
             outbox, envelopes = session.info.setdefault(_PENDING, (self, []))

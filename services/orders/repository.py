@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from services.orders.models import Order, SagaInstance
+
+_SAGA_FOR_UPDATE = (
+    select(SagaInstance)
+    .where(SagaInstance.id == bindparam("saga_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance | None:
@@ -19,13 +26,7 @@ async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance |
     the second deciding on the first's result. The version column alone would make the second
     fail with StaleDataError and be redelivered, spending one of its bounded deliveries.
     """
-    query = (
-        select(SagaInstance)
-        .where(SagaInstance.id == saga_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
+    return (await session.execute(_SAGA_FOR_UPDATE, {"saga_id": saga_id})).scalar_one_or_none()
 
 
 async def order_with_details(session: AsyncSession, order_id: str) -> Order | None:
