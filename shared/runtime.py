@@ -92,6 +92,8 @@ class ServiceRuntime:
             outbox=self.outbox,
             inbox=spec.inbox_table,
             handlers=spec.handlers,
+            max_batch=spec.settings.handler_group_max,
+            max_concurrent=spec.settings.handler_concurrency,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

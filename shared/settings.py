@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     broker_connect_within_seconds: float = Field(default=60.0, ge=0)
     prefetch: int = Field(default=32, ge=1, le=1000)
     delivery_limit: int = Field(default=5, ge=1)
+    # Units of work applying messages at once, and the most messages one of them applies
+    # together when deliveries queue up behind them (shared/dispatch.py, group commit).
+    handler_concurrency: int = Field(default=4, ge=1)
+    handler_group_max: int = Field(default=16, ge=1)
     relay_batch_size: int = Field(default=200, ge=1)
     # The relay is woken on every local commit; polling only catches rows of crashed peers.
     relay_idle_poll_seconds: float = Field(default=1.0, gt=0)
