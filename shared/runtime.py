@@ -188,7 +188,13 @@ class ServiceRuntime:
         return app
 
 
-def runtime_of(request: Request) -> ServiceRuntime:
-    """FastAPI dependency: the runtime of the service that serves this request."""
+def runtime_from(request: Request) -> ServiceRuntime:
+    """The runtime of the service that serves this request."""
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
+
+
+async def runtime_of(request: Request) -> ServiceRuntime:
+    """FastAPI dependency for `runtime_from`. Async on purpose: FastAPI runs a plain `def`
+    dependency in a worker thread, a thread hand-over per request for a dictionary lookup."""
+    return runtime_from(request)

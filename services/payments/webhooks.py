@@ -28,7 +28,7 @@ from services.payments.settings import PaymentsSettings
 from services.payments.stripe_events import apply_events, object_id_of
 from shared.db import upsert_insert
 from shared.errors import ApiError
-from shared.runtime import ServiceRuntime, runtime_of
+from shared.runtime import ServiceRuntime, runtime_from
 
 log = logging.getLogger("services.payments.webhooks")
 
@@ -192,9 +192,9 @@ def intake_of(runtime: ServiceRuntime) -> EventIntake:
 
 @router.post("/webhooks/stripe")
 async def stripe_webhook(request: Request) -> dict[str, bool]:
-    # The runtime and the header read directly, not as dependencies: `runtime_of` is a plain
-    # function, which FastAPI runs in a worker thread per request, a cost this hot route avoids.
-    runtime = runtime_of(request)
+    # The runtime and the header read directly, not as dependencies: dependency resolution
+    # costs more than either read on this hot route.
+    runtime = runtime_from(request)
     settings = cast(PaymentsSettings, runtime.settings)
     payload = await request.body()
     event = verified_event(payload, request.headers.get("Stripe-Signature"), settings)
