@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import (
@@ -28,7 +30,7 @@ from services.payments.domain import (
     split_capture,
 )
 from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
-from shared.db import upsert_insert
+from shared.db import is_postgres
 
 
 def _now() -> datetime:
@@ -43,35 +45,125 @@ class Reservation:
     status: str
 
 
+# --- statements ------------------------------------------------------------------------------
+# Every saga command runs these, so they are built once and run with bound parameters: building
+# a statement and its cache key costs about as much CPU as running it. They go through the Core
+# tables: no account or reservation is ever loaded as an ORM object, so there is no identity map
+# to keep in step. The ON CONFLICT ones are spelled per dialect, keyed by `is_postgres`.
+
+_accounts = cast(Table, CreditAccount.__table__)
+_entries = cast(Table, LedgerEntry.__table__)
+_reservations = cast(Table, CreditReservation.__table__)
+_DIALECTS = ((True, pg_insert), (False, sqlite_insert))  # (is_postgres, its insert construct)
+
+_ENSURE_ACCOUNT = {
+    pg: ins(_accounts).on_conflict_do_nothing(index_elements=["user_id"]) for pg, ins in _DIALECTS
+}
+
+
+def _move_statement(guard_available: bool, guard_reserved: bool) -> Any:
+    """The balance UPDATE; a guarded bucket (one the posting takes from) must hold what it gives."""
+    stmt = (
+        update(_accounts)
+        .where(_accounts.c.user_id == bindparam("b_user_id"))
+        .values(
+            available=_accounts.c.available + bindparam("b_available_delta"),
+            reserved=_accounts.c.reserved + bindparam("b_reserved_delta"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+    if guard_available:
+        stmt = stmt.where(_accounts.c.available >= bindparam("b_takes_available"))
+    if guard_reserved:
+        stmt = stmt.where(_accounts.c.reserved >= bindparam("b_takes_reserved"))
+    return stmt
+
+
+_MOVES = {(a, r): _move_statement(a, r) for a in (False, True) for r in (False, True)}
+_ADD_ENTRY = insert(_entries)
+_ADD_ENTRY_ONCE = {
+    pg: ins(_entries).on_conflict_do_nothing(index_elements=["reference"]) for pg, ins in _DIALECTS
+}
+_CLAIM_RESERVATION = {
+    pg: ins(_reservations).on_conflict_do_nothing(index_elements=["order_id"])
+    for pg, ins in _DIALECTS
+}
+_DROP_RESERVATION = delete(_reservations).where(_reservations.c.order_id == bindparam("b_order_id"))
+_ADD_RESERVATION = insert(_reservations)
+
+
+def _transition_statement(*, records_capture: bool) -> Any:
+    stmt = (
+        update(_reservations)
+        .where(
+            _reservations.c.order_id == bindparam("b_order_id"),
+            _reservations.c.status == "reserved",
+        )
+        .values(status=bindparam("b_to"), updated_at=bindparam("b_now"))
+        .returning(_reservations.c.user_id, _reservations.c.credits)
+    )
+    if records_capture:
+        stmt = stmt.where(_reservations.c.credits >= bindparam("b_captured")).values(
+            captured=bindparam("b_captured")
+        )
+    return stmt
+
+
+_TRANSITION = _transition_statement(records_capture=False)
+_TRANSITION_CAPTURING = _transition_statement(records_capture=True)
+_HOLD_REFUND = (
+    update(_reservations)
+    .where(
+        _reservations.c.order_id == bindparam("b_order_id"),
+        _reservations.c.user_id == bindparam("b_user_id"),
+        _reservations.c.status == "captured",
+        _reservations.c.refunded + bindparam("b_credits") <= _reservations.c.captured,
+    )
+    .values(
+        refunded=_reservations.c.refunded + bindparam("b_credits"), updated_at=bindparam("b_now")
+    )
+)
+_RESERVATION = select(
+    _reservations.c.order_id,
+    _reservations.c.user_id,
+    _reservations.c.credits,
+    _reservations.c.status,
+).where(_reservations.c.order_id == bindparam("b_order_id"))
+_BALANCE = select(_accounts.c.available, _accounts.c.reserved).where(
+    _accounts.c.user_id == bindparam("b_user_id")
+)
+_ENTRY_BY_REFERENCE = select(LedgerEntry).where(LedgerEntry.reference == bindparam("b_reference"))
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
 # --- low-level postings ----------------------------------------------------------------------
 
 
 async def _ensure_account(session: AsyncSession, user_id: str) -> None:
-    stmt = (
-        upsert_insert(session)(CreditAccount)
-        .values(user_id=user_id, available=0, reserved=0, updated_at=_now())
-        .on_conflict_do_nothing(index_elements=["user_id"])
+    await session.execute(
+        _ENSURE_ACCOUNT[is_postgres(session)],
+        {"user_id": user_id, "available": 0, "reserved": 0, "updated_at": _now()},
     )
-    await session.execute(stmt)
 
 
 async def _move(session: AsyncSession, p: Posting) -> bool:
     """Applies the posting's deltas to the cached balance; False if a bucket would go negative."""
-    stmt = (
-        update(CreditAccount)
-        .where(CreditAccount.user_id == p.user_id)
-        .values(
-            available=CreditAccount.available + p.available_delta,
-            reserved=CreditAccount.reserved + p.reserved_delta,
-            updated_at=_now(),
-        )
+    stmt = _MOVES[p.available_delta < 0, p.reserved_delta < 0]
+    result = await session.execute(
+        stmt,
+        {
+            "b_user_id": p.user_id,
+            "b_available_delta": p.available_delta,
+            "b_reserved_delta": p.reserved_delta,
+            "b_takes_available": -p.available_delta,
+            "b_takes_reserved": -p.reserved_delta,
+            "b_now": _now(),
+        },
     )
-    if p.available_delta < 0:
-        stmt = stmt.where(CreditAccount.available >= -p.available_delta)
-    if p.reserved_delta < 0:
-        stmt = stmt.where(CreditAccount.reserved >= -p.reserved_delta)
-    result = await session.execute(stmt)
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return _rowcount(result) == 1
 
 
 async def _write_entry(
@@ -84,22 +176,23 @@ async def _write_entry(
     skip_duplicate: bool = False,
     memo: str | None = None,
 ) -> bool:
-    stmt = upsert_insert(session)(LedgerEntry).values(
-        user_id=p.user_id,
-        kind=p.kind,
-        amount=p.amount,
-        debit_account=p.debit_account,
-        credit_account=p.credit_account,
-        order_id=order_id,
-        reference=reference,
-        trace_id=trace_id,
-        memo=memo,
-        created_at=_now(),
+    stmt = _ADD_ENTRY_ONCE[is_postgres(session)] if skip_duplicate else _ADD_ENTRY
+    result = await session.execute(
+        stmt,
+        {
+            "user_id": p.user_id,
+            "kind": p.kind,
+            "amount": p.amount,
+            "debit_account": p.debit_account,
+            "credit_account": p.credit_account,
+            "order_id": order_id,
+            "reference": reference,
+            "trace_id": trace_id,
+            "memo": memo,
+            "created_at": _now(),
+        },
     )
-    if skip_duplicate:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["reference"])
-    result = await session.execute(stmt)
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return _rowcount(result) == 1
 
 
 async def _post_internal(
@@ -154,27 +247,21 @@ async def reserve(
     and never moves the balance. A rejected reserve deletes the row it claimed, so that nothing
     of it stays.
     """
-    claim = (
-        upsert_insert(session)(CreditReservation)
-        .values(
-            order_id=order_id,
-            user_id=user_id,
-            credits=credits,
-            status="reserved",
-            updated_at=_now(),
-        )
-        .on_conflict_do_nothing(index_elements=["order_id"])
-    )
-    if (await session.execute(claim)).rowcount != 1:  # type: ignore[attr-defined]
+    claim = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "credits": credits,
+        "status": "reserved",
+        "updated_at": _now(),
+    }
+    if _rowcount(await session.execute(_CLAIM_RESERVATION[is_postgres(session)], claim)) != 1:
         existing = await reservation_of(session, order_id)
         if existing is None:  # never expected: only uncommitted rows are ever deleted
             raise RuntimeError(f"reservation of order {order_id} conflicted but is gone")
         return existing
     p = posting("reserve", user_id, credits)
     if not await _move(session, p):
-        await session.execute(
-            delete(CreditReservation).where(CreditReservation.order_id == order_id)
-        )
+        await session.execute(_DROP_RESERVATION, {"b_order_id": order_id})
         raise InsufficientCredits(
             available=(await balance_of(session, user_id)).available, requested=credits
         )
@@ -191,15 +278,12 @@ async def _transition(
 
     With `captured`, the same UPDATE records it, and only matches a reservation that holds it.
     """
-    stmt = (
-        update(CreditReservation)
-        .where(CreditReservation.order_id == order_id, CreditReservation.status == "reserved")
-        .values(status=to, updated_at=_now())
-        .returning(CreditReservation.user_id, CreditReservation.credits)
-    )
+    params: dict[str, Any] = {"b_order_id": order_id, "b_to": to, "b_now": _now()}
+    stmt = _TRANSITION
     if captured is not None:
-        stmt = stmt.where(CreditReservation.credits >= captured).values(captured=captured)
-    row = (await session.execute(stmt)).first()
+        stmt = _TRANSITION_CAPTURING
+        params["b_captured"] = captured
+    row = (await session.execute(stmt, params)).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -258,9 +342,14 @@ async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_i
     current = await reservation_of(session, order_id)
     if current is None:
         await session.execute(
-            insert(CreditReservation).values(
-                order_id=order_id, user_id=user_id, credits=0, status="released", updated_at=_now()
-            )
+            _ADD_RESERVATION,
+            {
+                "order_id": order_id,
+                "user_id": user_id,
+                "credits": 0,
+                "status": "released",
+                "updated_at": _now(),
+            },
         )
         return 0
     return current.credits if current.status == "released" else 0
@@ -295,17 +384,8 @@ async def refund(
         if first is None or first.user_id != user_id or first.amount != credits:
             raise RefundKeyReused(f"refund key {refund_key!r} of {order_id} reused differently")
         return first.amount
-    stmt = (
-        update(CreditReservation)
-        .where(
-            CreditReservation.order_id == order_id,
-            CreditReservation.user_id == user_id,
-            CreditReservation.status == "captured",
-            CreditReservation.refunded + credits <= CreditReservation.captured,
-        )
-        .values(refunded=CreditReservation.refunded + credits, updated_at=_now())
-    )
-    if (await session.execute(stmt)).rowcount != 1:  # type: ignore[attr-defined]
+    hold = {"b_order_id": order_id, "b_user_id": user_id, "b_credits": credits, "b_now": _now()}
+    if _rowcount(await session.execute(_HOLD_REFUND, hold)) != 1:
         raise RefundExceedsCapture(order_id=order_id, requested=credits)
     await _ensure_account(session, user_id)
     await _move(session, p)
@@ -316,33 +396,18 @@ async def refund(
 
 
 async def reservation_of(session: AsyncSession, order_id: str) -> Reservation | None:
-    row = (
-        await session.execute(
-            select(
-                CreditReservation.order_id,
-                CreditReservation.user_id,
-                CreditReservation.credits,
-                CreditReservation.status,
-            ).where(CreditReservation.order_id == order_id)
-        )
-    ).first()
+    row = (await session.execute(_RESERVATION, {"b_order_id": order_id})).first()
     return None if row is None else Reservation(row[0], row[1], row[2], row[3])
 
 
 async def balance_of(session: AsyncSession, user_id: str) -> Balance:
-    row = (
-        await session.execute(
-            select(CreditAccount.available, CreditAccount.reserved).where(
-                CreditAccount.user_id == user_id
-            )
-        )
-    ).first()
+    row = (await session.execute(_BALANCE, {"b_user_id": user_id})).first()
     return Balance() if row is None else Balance(row[0], row[1])
 
 
 async def entry_by_reference(session: AsyncSession, reference: str) -> LedgerEntry | None:
     return (
-        await session.execute(select(LedgerEntry).where(LedgerEntry.reference == reference))
+        await session.execute(_ENTRY_BY_REFERENCE, {"b_reference": reference})
     ).scalar_one_or_none()
 
 

@@ -6,15 +6,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import cast
 
-from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, joinedload
+from sqlalchemy.orm import joinedload
 
 from services.provisioning.domain import JobLine
 from services.provisioning.models import Entitlement, Job, JobItem
-from shared.db import upsert_insert
+from shared.db import is_postgres
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,75 @@ class StoredJob:
     items: tuple[StoredItem, ...]
 
 
+# The saga's commands run these statements prebuilt, with bound parameters: building a statement
+# and its cache key costs about as much CPU as running it. They go through the Core tables, with
+# no identity map to keep in step: only job_by_order loads Job objects, for reading, and the
+# handlers never call it. The ON CONFLICT ones are spelled per dialect, keyed by `is_postgres`.
+_jobs = cast(Table, Job.__table__)
+_items = cast(Table, JobItem.__table__)
+_entitlements = cast(Table, Entitlement.__table__)
+
+_DIALECTS = ((True, pg_insert), (False, sqlite_insert))  # (is_postgres, its insert construct)
+
+_ADD_JOB = {
+    pg: ins(_jobs).on_conflict_do_nothing(index_elements=["order_id"]) for pg, ins in _DIALECTS
+}
+_JOB_ID = select(_jobs.c.id).where(_jobs.c.order_id == bindparam("b_order_id"))
+_ADD_ITEMS = insert(_items)
+_LOCKED_JOB = (
+    select(
+        _jobs.c.id,
+        _jobs.c.order_id,
+        _jobs.c.user_id,
+        _jobs.c.status,
+        _jobs.c.due_at,
+        _items.c.line_no,
+        _items.c.item_id,
+        _items.c.kind,
+        _items.c.name,
+        _items.c.quantity,
+        _items.c.units_per_item,
+        _items.c.status,
+        _items.c.detail,
+        _items.c.external_ref,
+    )
+    .join(_items, _items.c.job_id == _jobs.c.id)
+    .where(_jobs.c.order_id == bindparam("b_order_id"))
+    .order_by(_items.c.line_no)
+    .with_for_update()
+)
+_LOCKED_JOB_STATUS = (
+    select(_jobs.c.status).where(_jobs.c.order_id == bindparam("b_order_id")).with_for_update()
+)
+_CANCEL_JOB = (
+    update(_jobs)
+    .where(_jobs.c.order_id == bindparam("b_order_id"))
+    .values(status="cancelled", cancel_reason=bindparam("b_reason"), updated_at=bindparam("b_now"))
+)
+_STORE_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("b_job_id"))
+    .values(
+        status=bindparam("b_status"), due_at=bindparam("b_due_at"), updated_at=bindparam("b_now")
+    )
+)
+# One fixed-shape UPDATE run once per item (executemany): one statement text whatever the number
+# of lines, where a CASE per line would be a new statement for each set of line numbers.
+_STORE_ITEM = (
+    update(_items)
+    .where(_items.c.job_id == bindparam("b_job_id"), _items.c.line_no == bindparam("b_line_no"))
+    .values(
+        status=bindparam("b_status"),
+        detail=bindparam("b_detail"),
+        external_ref=bindparam("b_external_ref"),
+    )
+)
+_ADD_ENTITLEMENT = {
+    pg: ins(_entitlements).on_conflict_do_nothing(index_elements=["order_id", "line_no"])
+    for pg, ins in _DIALECTS
+}
+
+
 async def create_job(
     session: AsyncSession,
     *,
@@ -50,40 +121,35 @@ async def create_job(
     can never make two jobs.
     """
     job_id = uuid.uuid4()
-    stmt = (
-        upsert_insert(session)(Job)
-        .values(
-            id=job_id,
-            order_id=order_id,
-            user_id=user_id,
-            status="created",
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["order_id"])
-    )
-    result = await session.execute(stmt)
+    job = {
+        "id": job_id,
+        "order_id": order_id,
+        "user_id": user_id,
+        "status": "created",
+        "created_at": now,
+        "updated_at": now,
+    }
+    result = await session.execute(_ADD_JOB[is_postgres(session)], job)
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        existing = await session.execute(select(Job.id).where(Job.order_id == order_id))
-        return existing.scalar_one()
-    # One multi-row INSERT: the rows are only written, never used as objects here.
+        return (await session.execute(_JOB_ID, {"b_order_id": order_id})).scalar_one()
+    # One INSERT run with a row per line (executemany): the rows are only written, never used
+    # as objects here.
     await session.execute(
-        insert(JobItem).values(
-            [
-                {
-                    "job_id": job_id,
-                    "line_no": line.line_no,
-                    "item_id": line.item_id,
-                    "kind": line.kind,
-                    "name": line.name,
-                    "quantity": line.quantity,
-                    "units_per_item": line.units_per_item,
-                    "status": "pending",
-                    "detail": "",
-                }
-                for line in lines
-            ]
-        )
+        _ADD_ITEMS,
+        [
+            {
+                "job_id": job_id,
+                "line_no": line.line_no,
+                "item_id": line.item_id,
+                "kind": line.kind,
+                "name": line.name,
+                "quantity": line.quantity,
+                "units_per_item": line.units_per_item,
+                "status": "pending",
+                "detail": "",
+            }
+            for line in lines
+        ],
     )
     return job_id
 
@@ -94,32 +160,12 @@ async def job_by_order(session: AsyncSession, order_id: str) -> Job | None:
     return (await session.execute(stmt)).unique().scalar_one_or_none()
 
 
-_ITEM_COLUMNS = (
-    JobItem.line_no,
-    JobItem.item_id,
-    JobItem.kind,
-    JobItem.name,
-    JobItem.quantity,
-    JobItem.units_per_item,
-    JobItem.status,
-    JobItem.detail,
-    JobItem.external_ref,
-)
-
-
 async def locked_job(session: AsyncSession, order_id: str) -> StoredJob | None:
     """The order's job with its items in one query, locked until commit: handlers of the same
     order queue here. The item rows are locked too, not only the job's: a row that changed
     while this query waited is then returned as committed, never as the snapshot saw it.
     (An inner join: a job always has items, new_job refuses an empty one.)"""
-    stmt = (
-        select(Job.id, Job.order_id, Job.user_id, Job.status, Job.due_at, *_ITEM_COLUMNS)
-        .join(JobItem, JobItem.job_id == Job.id)
-        .where(Job.order_id == order_id)
-        .order_by(JobItem.line_no)
-        .with_for_update()
-    )
-    rows = (await session.execute(stmt)).all()
+    rows = (await session.execute(_LOCKED_JOB, {"b_order_id": order_id})).all()
     if not rows:
         return None
     first = rows[0]
@@ -135,49 +181,37 @@ async def locked_job(session: AsyncSession, order_id: str) -> StoredJob | None:
 
 async def locked_job_status(session: AsyncSession, order_id: str) -> str | None:
     """The status of the order's job, its row locked until commit; None without a job."""
-    stmt = select(Job.status).where(Job.order_id == order_id).with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (
+        await session.execute(_LOCKED_JOB_STATUS, {"b_order_id": order_id})
+    ).scalar_one_or_none()
 
 
 async def cancel_job(session: AsyncSession, *, order_id: str, reason: str, now: datetime) -> None:
-    await session.execute(
-        update(Job)
-        .where(Job.order_id == order_id)
-        .values(status="cancelled", cancel_reason=reason, updated_at=now)
-    )
+    await session.execute(_CANCEL_JOB, {"b_order_id": order_id, "b_reason": reason, "b_now": now})
 
 
 async def store_outcomes(
     session: AsyncSession, job: StoredJob, items: Sequence[StoredItem], *, now: datetime
 ) -> None:
-    """Writes the job's status and due time, and the outcome of each of `items`, in one UPDATE
-    per table (the item values picked per line by CASE)."""
+    """Writes the job's status and due time, and the outcome of each of `items`."""
     await session.execute(
-        update(Job)
-        .where(Job.id == job.id)
-        .values(status=job.status, due_at=job.due_at, updated_at=now)
+        _STORE_JOB,
+        {"b_job_id": job.id, "b_status": job.status, "b_due_at": job.due_at, "b_now": now},
     )
     if not items:
         return
     await session.execute(
-        update(JobItem)
-        .where(JobItem.job_id == job.id, JobItem.line_no.in_([i.line_no for i in items]))
-        .values(
-            status=_per_line(JobItem.status, {i.line_no: i.status for i in items}),
-            detail=_per_line(JobItem.detail, {i.line_no: i.detail for i in items}),
-            external_ref=_per_line(
-                JobItem.external_ref, {i.line_no: i.external_ref for i in items}
-            ),
-        )
-    )
-
-
-def _per_line(column: InstrumentedAttribute[Any], values: dict[int, Any]) -> Any:
-    """`CASE line_no WHEN 1 THEN <value of line 1> ... END`, each value bound as the column's
-    type (a NULL alone would otherwise have none)."""
-    return case(
-        {line_no: literal(value, column.type) for line_no, value in values.items()},
-        value=JobItem.line_no,
+        _STORE_ITEM,
+        [
+            {
+                "b_job_id": job.id,
+                "b_line_no": i.line_no,
+                "b_status": i.status,
+                "b_detail": i.detail,
+                "b_external_ref": i.external_ref,
+            }
+            for i in items
+        ],
     )
 
 
@@ -192,20 +226,18 @@ async def add_entitlement(
     now: datetime,
 ) -> None:
     """Idempotent on (order_id, line_no): a second grant for the same line is a no-op."""
-    stmt = (
-        upsert_insert(session)(Entitlement)
-        .values(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            order_id=order_id,
-            line_no=line_no,
-            item_id=item_id,
-            sessions=sessions,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["order_id", "line_no"])
+    await session.execute(
+        _ADD_ENTITLEMENT[is_postgres(session)],
+        {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "order_id": order_id,
+            "line_no": line_no,
+            "item_id": item_id,
+            "sessions": sessions,
+            "created_at": now,
+        },
     )
-    await session.execute(stmt)
 
 
 async def entitlements_of(session: AsyncSession, user_id: str) -> Sequence[Entitlement]:
