@@ -126,6 +126,16 @@ def upsert_insert(session: AsyncSession) -> Any:
     return pg_insert if is_postgres(session) else sqlite_insert
 
 
+def insert_or_nothing(table: Any, *keys: str) -> dict[bool, Any]:
+    """`INSERT ... ON CONFLICT (keys) DO NOTHING` on `table`, built once for both dialects and
+    keyed by `is_postgres(...)`: hot paths run it with parameters instead of building it (and
+    its cache key) per call, which cost about as much CPU as running it."""
+    return {
+        postgres: insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        for postgres, insert in ((True, pg_insert), (False, sqlite_insert))
+    }
+
+
 def is_postgres(session_or_engine: AsyncSession | AsyncEngine) -> bool:
     bind = (
         session_or_engine.bind if isinstance(session_or_engine, AsyncSession) else session_or_engine

@@ -6,23 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import is_postgres, upsert_insert
+from shared.db import insert_or_nothing, is_postgres, upsert_insert
 
 
 def _claim_statement(table: Table, *, postgres: bool) -> Any:
     """Built once per table and dialect (kept in the table's `info`): building the statement
     and its cache key cost about as much CPU as running it, and every message handled runs it."""
-    built: dict[bool, Any] = table.info.setdefault("shared.inbox.claim", {})
-    if postgres not in built:
-        insert = pg_insert if postgres else sqlite_insert
-        built[postgres] = insert(table).on_conflict_do_nothing(
-            index_elements=["message_id", "handler"]
-        )
-    return built[postgres]
+    if "shared.inbox.claim" not in table.info:
+        table.info["shared.inbox.claim"] = insert_or_nothing(table, "message_id", "handler")
+    return table.info["shared.inbox.claim"][postgres]
 
 
 def inbox_table(metadata: MetaData) -> Table:

@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import (
@@ -30,7 +28,7 @@ from services.payments.domain import (
     split_capture,
 )
 from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
-from shared.db import is_postgres
+from shared.db import insert_or_nothing, is_postgres
 
 
 def _now() -> datetime:
@@ -54,11 +52,7 @@ class Reservation:
 _accounts = cast(Table, CreditAccount.__table__)
 _entries = cast(Table, LedgerEntry.__table__)
 _reservations = cast(Table, CreditReservation.__table__)
-_DIALECTS = ((True, pg_insert), (False, sqlite_insert))  # (is_postgres, its insert construct)
-
-_ENSURE_ACCOUNT = {
-    pg: ins(_accounts).on_conflict_do_nothing(index_elements=["user_id"]) for pg, ins in _DIALECTS
-}
+_ENSURE_ACCOUNT = insert_or_nothing(_accounts, "user_id")
 
 
 def _move_statement(guard_available: bool, guard_reserved: bool) -> Any:
@@ -81,13 +75,8 @@ def _move_statement(guard_available: bool, guard_reserved: bool) -> Any:
 
 _MOVES = {(a, r): _move_statement(a, r) for a in (False, True) for r in (False, True)}
 _ADD_ENTRY = insert(_entries)
-_ADD_ENTRY_ONCE = {
-    pg: ins(_entries).on_conflict_do_nothing(index_elements=["reference"]) for pg, ins in _DIALECTS
-}
-_CLAIM_RESERVATION = {
-    pg: ins(_reservations).on_conflict_do_nothing(index_elements=["order_id"])
-    for pg, ins in _DIALECTS
-}
+_ADD_ENTRY_ONCE = insert_or_nothing(_entries, "reference")
+_CLAIM_RESERVATION = insert_or_nothing(_reservations, "order_id")
 _DROP_RESERVATION = delete(_reservations).where(_reservations.c.order_id == bindparam("b_order_id"))
 _ADD_RESERVATION = insert(_reservations)
 

@@ -9,14 +9,12 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from services.provisioning.domain import JobLine
 from services.provisioning.models import Entitlement, Job, JobItem
-from shared.db import is_postgres
+from shared.db import insert_or_nothing, is_postgres
 
 
 @dataclass(frozen=True)
@@ -46,11 +44,7 @@ _jobs = cast(Table, Job.__table__)
 _items = cast(Table, JobItem.__table__)
 _entitlements = cast(Table, Entitlement.__table__)
 
-_DIALECTS = ((True, pg_insert), (False, sqlite_insert))  # (is_postgres, its insert construct)
-
-_ADD_JOB = {
-    pg: ins(_jobs).on_conflict_do_nothing(index_elements=["order_id"]) for pg, ins in _DIALECTS
-}
+_ADD_JOB = insert_or_nothing(_jobs, "order_id")
 _JOB_ID = select(_jobs.c.id).where(_jobs.c.order_id == bindparam("b_order_id"))
 _ADD_ITEMS = insert(_items)
 _LOCKED_JOB = (
@@ -101,10 +95,7 @@ _STORE_ITEM = (
         external_ref=bindparam("b_external_ref"),
     )
 )
-_ADD_ENTITLEMENT = {
-    pg: ins(_entitlements).on_conflict_do_nothing(index_elements=["order_id", "line_no"])
-    for pg, ins in _DIALECTS
-}
+_ADD_ENTITLEMENT = insert_or_nothing(_entitlements, "order_id", "line_no")
 
 
 async def create_job(
