@@ -173,7 +173,7 @@ async def sweep(
     max_steps: int,
     report: Callable[[StepResult], None] = lambda step: None,
 ) -> list[StepResult]:
-    """Rising rates until one is not sustained, then one bisection step (see stats.next_rate)."""
+    """Rising rates until one is not sustained, then bisection steps (see stats.next_rate)."""
     steps: list[StepResult] = []
     rate: float | None = start_rate
     while rate is not None and len(steps) < max_steps:

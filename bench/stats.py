@@ -144,22 +144,24 @@ def peak_sustained(
 
 
 def next_rate(
-    history: Sequence[tuple[float, bool]], *, factor: float, min_gap: float
+    history: Sequence[tuple[float, bool]], *, factor: float, min_gap: float, bisections: int = 2
 ) -> float | None:
     """The next offered rate of a sweep, from (rate, sustained) so far: grow by `factor` while
-    sustained; after the first failure, bisect once between the best sustained rate and the
-    failed one (unless they are within `min_gap` of each other); then stop (None)."""
+    sustained; after the first failure, bisect between the best sustained rate and the lowest
+    failed one, `bisections` times at most, and not once they are within `min_gap` of each
+    other; then stop (None)."""
     if not history:
         raise ValueError("a sweep starts from a given rate")
-    failures = [rate for rate, ok in history if not ok]
-    if not failures:
+    first_failure = next((i for i, (_, ok) in enumerate(history) if not ok), None)
+    if first_failure is None:
         return history[-1][0] * factor
-    if len(failures) > 1 or not history[-1][0] == failures[0]:
+    if len(history) - first_failure - 1 >= bisections:
         return None
-    passed = [rate for rate, ok in history if ok and rate < failures[0]]
+    high = min(rate for rate, ok in history if not ok)
+    passed = [rate for rate, ok in history if ok and rate < high]
     if not passed:
         return None
-    low, high = max(passed), failures[0]
+    low = max(passed)
     if high - low < min_gap * low:
         return None
     return (low + high) / 2

@@ -91,17 +91,17 @@ def test_peak_is_the_best_sustained_step_not_the_best_overall() -> None:
     assert peak_sustained([overloaded]) is None
 
 
-def test_sweep_grows_then_bisects_once_then_stops() -> None:
-    assert next_rate([(4, True)], factor=2, min_gap=0.15) == 8
-    assert next_rate([(4, True), (8, True), (16, False)], factor=2, min_gap=0.15) == 12
-    assert (
-        next_rate([(4, True), (8, True), (16, False), (12, True)], factor=2, min_gap=0.15) is None
-    )
-    assert (
-        next_rate([(4, True), (8, True), (16, False), (12, False)], factor=2, min_gap=0.15) is None
-    )
+def test_sweep_grows_then_bisects_between_best_sustained_and_lowest_failed_then_stops() -> None:
+    sweep = [(4, True), (8, True), (16, False)]
+    assert next_rate([(4, True)], factor=2, min_gap=0.05) == 8
+    assert next_rate(sweep, factor=2, min_gap=0.05) == 12
+    assert next_rate([*sweep, (12, True)], factor=2, min_gap=0.05) == 14
+    assert next_rate([*sweep, (12, False)], factor=2, min_gap=0.05) == 10
+    # Two bisections by default, then a stop whatever they found.
+    assert next_rate([*sweep, (12, True), (14, False)], factor=2, min_gap=0.05) is None
+    assert next_rate([*sweep, (12, True)], factor=2, min_gap=0.05, bisections=1) is None
     # Nothing sustained at all: no bisection below the first rung.
-    assert next_rate([(4, False)], factor=2, min_gap=0.15) is None
+    assert next_rate([(4, False)], factor=2, min_gap=0.05) is None
     # Already close: bisecting would not tell anything new.
     assert next_rate([(10, True), (11, False)], factor=2, min_gap=0.15) is None
 
