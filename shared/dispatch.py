@@ -5,7 +5,9 @@ wait and are then applied together, in one transaction with one multi-row inbox 
 commit, instead of one each. An idle service still applies a lone message at once. If any
 message of a group fails, the group is rolled back and each of its messages is applied again on
 its own, so a failure retries or dead-letters only the message that caused it (handlers are
-idempotent by design: every message may be delivered more than once anyway).
+idempotent by design: every message may be delivered more than once anyway). Types named
+`alone` (handlers that call out: Stripe, a server panel) are never grouped, so a slow or retried
+call holds no other message's transaction or locks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +84,7 @@ class Dispatcher:
         on_commit: Callable[[], None] = lambda: None,
         max_batch: int = 16,
         max_concurrent: int = 4,
+        alone: Collection[type[Contract]] = (),
     ) -> None:
         self.service = service
         self.sessionmaker = sessionmaker
@@ -91,6 +94,7 @@ class Dispatcher:
         self.on_commit = on_commit
         self.max_batch = max_batch
         self.max_concurrent = max_concurrent
+        self.alone = frozenset(alone)
         self._waiting: list[_Job] = []
         self._running: set[asyncio.Task[None]] = set()
         self.groups = 0  # units of work that applied more than one message
@@ -107,8 +111,13 @@ class Dispatcher:
 
     def _start_units(self) -> None:
         while self._waiting and len(self._running) < self.max_concurrent:
-            jobs = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
+            jobs = [self._waiting.pop(0)]
+            if type(jobs[0].message) not in self.alone:
+                rest: list[_Job] = []
+                for job in self._waiting:
+                    groupable = type(job.message) not in self.alone
+                    (jobs if groupable and len(jobs) < self.max_batch else rest).append(job)
+                self._waiting = rest
             task = asyncio.create_task(self._unit(jobs))
             self._running.add(task)
             task.add_done_callback(self._unit_done)

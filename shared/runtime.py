@@ -44,6 +44,9 @@ class ServiceSpec:
     outbox_table: Table
     inbox_table: Table
     handlers: Mapping[type[Contract], Handler]
+    # Messages whose handlers call out (Stripe, a server panel): applied each in a transaction
+    # of its own, never grouped, so a slow or retried call holds no other message's locks.
+    apply_alone: frozenset[type[Contract]] = frozenset()
     routers: Sequence[APIRouter] = ()
     background: Sequence[BackgroundTask] = ()
     on_startup: BackgroundTask | None = None
@@ -94,6 +97,7 @@ class ServiceRuntime:
             handlers=spec.handlers,
             max_batch=spec.settings.handler_group_max,
             max_concurrent=spec.settings.handler_concurrency,
+            alone=spec.apply_alone,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

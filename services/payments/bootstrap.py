@@ -8,7 +8,7 @@ from pathlib import Path
 from services.payments import ledger, recovery
 from services.payments.api import router as accounts_router
 from services.payments.domain import parse_seed_credits
-from services.payments.handlers import build_handlers
+from services.payments.handlers import APPLIED_ALONE, build_handlers
 from services.payments.models import Base, inbox, outbox
 from services.payments.operator_api import router as operator_router
 from services.payments.settings import PaymentsSettings
@@ -56,6 +56,7 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
+        apply_alone=APPLIED_ALONE,
         handlers=build_handlers(gateway=gateway, settings=settings),
         routers=(accounts_router, webhook_router, operator_router),
         background=(recovery.retry_stored_events(), recovery.reconcile_periodically(gateway)),

@@ -255,6 +255,12 @@ async def _refund_at_stripe(
     return refund
 
 
+# These call Stripe: never grouped with other messages (shared/dispatch.py).
+APPLIED_ALONE: frozenset[type[Contract]] = frozenset(
+    {CreatePaymentSession, ExpirePaymentSession, RefundPayment}
+)
+
+
 def build_handlers(
     *, gateway: StripeGateway, settings: PaymentsSettings
 ) -> Mapping[type[Contract], Handler]:

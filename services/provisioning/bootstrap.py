@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.provisioning.api import router
-from services.provisioning.handlers import build_handlers
+from services.provisioning.handlers import APPLIED_ALONE, build_handlers
 from services.provisioning.http_provisioner import ServerPanelProvisioner
 from services.provisioning.models import Base, inbox, outbox
 from services.provisioning.provisioners import (
@@ -60,6 +60,7 @@ def build(
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
+        apply_alone=APPLIED_ALONE,
         handlers=build_handlers(owned if owned is not None else provisioners or {}),
         routers=(router,),
         # Provisioners passed in belong to the caller, who closes them.

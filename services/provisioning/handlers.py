@@ -131,6 +131,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Provisioners may call out (the server panel): never grouped with other messages.
+APPLIED_ALONE: frozenset[type[Contract]] = frozenset({c.ProvisionOrder})
+
+
 def build_handlers(provisioners: Provisioners) -> Mapping[type[Contract], Handler]:
     """The handler of each message; bootstrap passes the provisioners it built."""
     return {

@@ -41,7 +41,7 @@ async def record(ctx: MessageContext, msg: c.CreditsReserved) -> None:
 
 
 class Rig:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, alone: frozenset[type[c.Contract]] = frozenset()) -> None:
         self.engine = make_engine(url)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.handed: list[Envelope] = []
@@ -53,6 +53,7 @@ class Rig:
             handlers={c.CreditsReserved: record},  # type: ignore[dict-item]
             max_batch=8,
             max_concurrent=1,
+            alone=alone,
         )
 
     async def count(self, table: Table) -> int:
@@ -122,3 +123,16 @@ async def test_a_failing_message_takes_only_itself_down(rig: Rig) -> None:
         None, None, None, "PermanentError", None, None
     ]  # fmt: skip
     assert await rig.count(inbox_t) == 5
+
+
+async def test_types_named_alone_are_never_grouped(tmp_path: Path) -> None:
+    rig = Rig(f"sqlite+aiosqlite:///{tmp_path}/alone.db", alone=frozenset({c.CreditsReserved}))
+    async with rig.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        outcomes = await _deliver_all(rig, [_reserved(f"order-{i}") for i in range(6)])
+        assert outcomes == [None] * 6
+        assert await rig.applied() == sorted(f"order-{i}" for i in range(6))
+        assert rig.dispatcher.groups == 0  # six units of one, although they queued up
+    finally:
+        await rig.engine.dispose()
