@@ -21,7 +21,10 @@ from bench.procs import CLK_TCK, CpuSnapshot, cpu_snapshot
 from bench.shoppers import Shoppers
 from bench.stats import per_checkout
 
-STATS_SETTLE_SECONDS = 2.5  # > PostgreSQL's 1 s stats flush interval, with margin
+# PostgreSQL 15 backends flush their statistics at most once a second while busy, but a backend
+# that goes idle flushes only after PGSTAT_IDLE_INTERVAL (10 s): with a 2.5 s wait, counts of one
+# window (the shoppers' grants, the credit checkouts) turned up in the next.
+STATS_SETTLE_SECONDS = 11.0
 
 
 async def _reading(

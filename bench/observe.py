@@ -203,8 +203,9 @@ async def db_counters(
 ) -> dict[str, DbCounters]:
     """pg_stat_database counters of each service's database and its outbox/inbox sizes.
 
-    pg_stat_database lags: backends flush their counts at most once a second, so callers wait
-    a couple of seconds before each reading, the same way for the measured and the idle window."""
+    pg_stat_database lags: backends flush their counts at most once a second while busy and
+    10 s after going idle, so callers wait that long before each reading, the same way for the
+    measured and the idle window."""
     await admin.execute("SELECT pg_stat_clear_snapshot()")
     stats = {
         row["datname"]: row
