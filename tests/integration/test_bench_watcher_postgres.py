@@ -3,32 +3,18 @@ sequence number first but committed last is still seen (sequence order is not co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest_asyncio
-from pydantic import SecretStr
+import pytest
 
 from bench.observe import OrderWatcher, connect
-from services.orders.bootstrap import build
-from services.orders.settings import OrdersSettings
-from shared.memory_bus import MemoryBus
+from shared.runtime import ServiceRuntime
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def orders_url(fresh_database: Callable[[str], Awaitable[str]]) -> AsyncIterator[str]:
-    settings = OrdersSettings(
-        database_url=await fresh_database("orders"),
-        broker_url="memory://",
-        jwt_secret=SecretStr("bench-watcher-test-secret-long-enough-01"),
-    )
-    bus = MemoryBus()
-    service = build(settings, bus=bus, auto_migrate=True)
-    await service.start()  # migrates the schema
-    await service.stop()
-    await bus.close()
-    yield settings.database_url
+@pytest.fixture
+def orders_url(orders_runtime: ServiceRuntime) -> str:
+    return orders_runtime.settings.database_url
 
 
 async def _order(conn: asyncpg.Connection, order_id: str) -> None:

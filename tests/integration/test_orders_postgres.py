@@ -4,40 +4,17 @@ lock, not left to fail on the version column."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
-import pytest_asyncio
-from pydantic import SecretStr
-
 from services.orders import repository
-from services.orders.bootstrap import build
 from services.orders.models import SagaInstance
-from services.orders.settings import OrdersSettings
-from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def runtime(
-    fresh_database: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[ServiceRuntime]:
-    settings = OrdersSettings(
-        database_url=await fresh_database("orders"),
-        broker_url="memory://",
-        jwt_secret=SecretStr("orders-pg-test-secret-long-enough-0123"),
-    )
-    bus = MemoryBus()
-    service = build(settings, bus=bus, auto_migrate=True)
-    await service.start()
-    yield service
-    await service.stop()
-    await bus.close()
-
-
 async def test_a_second_reply_to_the_same_saga_waits_for_the_first_and_sees_its_result(
-    runtime: ServiceRuntime,
+    orders_runtime: ServiceRuntime,
 ) -> None:
+    runtime = orders_runtime
     now = datetime.now(UTC)
     async with runtime.transaction() as session:
         session.add(
