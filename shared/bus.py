@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import aio_pika
@@ -47,6 +48,10 @@ class Bus(Protocol):
 
     async def replay_dead_letters(self, service: str) -> int: ...
 
+    async def backlog(self, services: Sequence[str]) -> int:
+        """Messages waiting (ready, not yet delivered) in these services' queues."""
+        ...
+
     async def close(self) -> None: ...
 
     def is_connected(self) -> bool: ...
@@ -74,6 +79,7 @@ class RabbitBus:
         self.delivery_limit = delivery_limit
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
+        self._probe: AbstractChannel | None = None  # for backlog(): a failed probe closes it
         self._exchanges: dict[str, AbstractExchange] = {}
         self._consume_channels: list[AbstractChannel] = []
 
@@ -232,6 +238,20 @@ class RabbitBus:
                 await message.nack(requeue=True)
         log.info("replayed dead letters", extra=log_fields(service=service, count=replayed))
         return replayed
+
+    async def backlog(self, services: Sequence[str]) -> int:
+        assert self._conn is not None, "start() first"
+        if self._probe is None or self._probe.is_closed:
+            self._probe = await self._conn.channel()
+        # On the protocol channel: aio-pika's robust channel answers a repeated declare from
+        # its own record of the queue, with the count of the first one.
+        raw = await self._probe.get_underlay_channel()
+        waiting = 0
+        for service in services:
+            # A passive declare only reads the queue's counts (and fails if it does not exist).
+            declared = await raw.queue_declare(self.names.queue(service), passive=True)
+            waiting += declared.message_count or 0
+        return waiting
 
     def is_connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed

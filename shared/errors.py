@@ -19,12 +19,21 @@ TRACE_HEADER = "X-Trace-Id"
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 def not_found(what: str) -> ApiError:
@@ -92,7 +101,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            _body(request, exc.code, exc.message, exc.details), status_code=exc.status_code
+            _body(request, exc.code, exc.message, exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(sa_exc.SQLAlchemyError)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared.delivery import DeadLetter, MessageCallback, Outcome, deliver
@@ -81,6 +82,9 @@ class MemoryBus:
 
     def pending(self, service: str) -> int:
         return self._queues[service].items.qsize()
+
+    async def backlog(self, services: Sequence[str]) -> int:
+        return sum(self.pending(service) for service in services)
 
     async def dead_letters(self, service: str, limit: int = 100) -> list[DeadLetter]:
         return list(self._queues[service].dead[:limit])

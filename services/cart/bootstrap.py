@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from services.cart import api, session_api
 from services.cart import repository as repo
+from services.cart.admission import Admission
 from services.cart.handlers import HANDLERS
 from services.cart.models import Base, inbox, outbox
 from services.cart.sessions import clean_up_sessions
@@ -75,5 +76,11 @@ def build(
         routers=[api.router, session_api.router],
         background=[clean_up_sessions],
         on_startup=on_startup,
+        state={
+            "admission": Admission(
+                limit=settings.admission_backlog,
+                refresh_seconds=settings.admission_refresh_seconds,
+            )
+        },
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

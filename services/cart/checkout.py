@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.cart import domain, sessions
 from services.cart import repository as repo
 from services.cart import session_domain as rules
+from services.cart.admission import Admission
 from services.cart.models import utcnow
 from services.cart.settings import CartSettings
 from shared.errors import ApiError, not_found
@@ -68,6 +69,8 @@ async def request_checkout(
         async with runtime.transaction() as session:
             existing = await repo.checkout_by_key(session, user_id=user_id, key=key)
             if existing is None:
+                admission: Admission = runtime.spec.state["admission"]
+                await admission.admit(runtime.bus)
                 return await _start(
                     session,
                     runtime,

@@ -24,3 +24,9 @@ class CartSettings(ServiceSettings):
     # Expired and invalidated sessions are kept (and can be recovered while expired) this long
     # after they ended, then deleted. Completed sessions are never deleted.
     session_retention_seconds: int = Field(default=7 * 86400, ge=0)
+    # Admission control: new checkouts are refused (503 checkout_busy, Retry-After) while more
+    # messages than this wait in the saga services' queues, so that past its peak the system
+    # keeps completing checkouts at the peak instead of drowning in a backlog. 0 turns it off.
+    admission_backlog: int = Field(default=400, ge=0)
+    # How long one reading of the queues' backlog is reused.
+    admission_refresh_seconds: float = Field(default=0.25, gt=0)

@@ -187,3 +187,20 @@ async def test_a_message_that_always_fails_is_dead_lettered_after_the_delivery_l
 
 async def _ge(value: Awaitable[int], minimum: int) -> bool:
     return await value >= minimum
+
+
+async def test_backlog_counts_the_messages_waiting_in_the_named_queues(rig: Rig) -> None:
+    # Nothing consumes payments in this rig: commands sent to it wait in its queue.
+    before = await rig.bus.backlog([c.PAYMENTS])
+    for i in range(3):
+        await rig.bus.publish(
+            Envelope.wrap(
+                c.ReserveCredits(order_id=f"o-{i}", user_id="u", credits=1), correlation_id="t"
+            )
+        )
+
+    async def three_more() -> bool:
+        return await rig.bus.backlog([c.PAYMENTS]) == before + 3
+
+    await eventually(three_more, within=10)
+    assert await rig.bus.backlog([c.PAYMENTS, c.PROVISIONING]) >= before + 3
