@@ -18,6 +18,7 @@ from services.payments import repository
 from services.payments.domain import SESSION_MOVES, SessionStatus, refund_status, session_target
 from services.payments.models import PaymentSession
 from services.payments.repository import SessionChange
+from shared.db import is_postgres, one_of
 from shared.logging import log_fields
 from shared.messages import Contract
 from shared.messages.contracts import PaymentExpired, PaymentFailed, PaymentSucceeded
@@ -71,7 +72,7 @@ async def _settled_sessions(session: AsyncSession, events: list[dict[str, Any]])
     if not ids:
         return {}
     stmt = select(PaymentSession.session_id, PaymentSession.status).where(
-        PaymentSession.session_id.in_(ids)
+        one_of(PaymentSession.session_id, sorted(ids), postgres=is_postgres(session))
     )
     return {sid: status for sid, status in (await session.execute(stmt)).all()}
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.payments.models import StripeEvent
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_events import apply_events, object_id_of
-from shared.db import upsert_insert
+from shared.db import is_postgres, one_of, upsert_insert
 from shared.errors import ApiError
 from shared.runtime import ServiceRuntime, runtime_from
 
@@ -167,7 +167,7 @@ async def _apply_all(session: AsyncSession, runtime: ServiceRuntime, new: list[R
     if applied:
         await session.execute(
             update(StripeEvent)
-            .where(StripeEvent.event_id.in_(applied))
+            .where(one_of(StripeEvent.event_id, list(applied), postgres=is_postgres(session)))
             .values(processed_at=datetime.now(UTC))
         )
 
