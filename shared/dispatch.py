@@ -71,6 +71,20 @@ class _Job:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.envelope.id, self.handler_name)
+
+    @property
+    def claim(self) -> dict[str, str]:
+        """The job's inbox row; `shared/inbox.py` adds the time it was processed."""
+        return {
+            "message_id": self.envelope.id,
+            "handler": self.handler_name,
+            "message_type": self.envelope.type,
+            "correlation_id": self.envelope.correlation_id,
+        }
+
 
 class Dispatcher:
     def __init__(
@@ -153,14 +167,7 @@ class Dispatcher:
         token = trace_id_var.set(job.envelope.correlation_id)
         try:
             async with self.sessionmaker() as session, session.begin():
-                first_time = await claim(
-                    session,
-                    self.inbox,
-                    message_id=job.envelope.id,
-                    handler=job.handler_name,
-                    message_type=job.envelope.type,
-                    correlation_id=job.envelope.correlation_id,
-                )
+                first_time = await claim(session, self.inbox, **job.claim)
                 if first_time:
                     await job.handler(
                         MessageContext(session, job.envelope, self.outbox), job.message
@@ -177,18 +184,7 @@ class Dispatcher:
             trace_id_var.reset(token)
 
     async def _apply_together(self, jobs: list[_Job]) -> None:
-        claims: dict[tuple[str, str], dict[str, str]] = {}
-        for job in jobs:
-            key = (job.envelope.id, job.handler_name)
-            claims.setdefault(
-                key,
-                {
-                    "message_id": job.envelope.id,
-                    "handler": job.handler_name,
-                    "message_type": job.envelope.type,
-                    "correlation_id": job.envelope.correlation_id,
-                },
-            )
+        claims = {job.key: job.claim for job in jobs}  # a message twice in one group: one claim
         # In checkout order: the rows most handlers lock (a saga, a job, a checkout) are keyed by
         # it, so concurrent groups take those locks in one order and cannot deadlock on them.
         # The sort is stable: two messages of one checkout keep their order.
@@ -196,11 +192,10 @@ class Dispatcher:
         async with self.sessionmaker() as session, session.begin():
             fresh = await claim_many(session, self.inbox, [claims[k] for k in sorted(claims)])
             for job in ordered:
-                key = (job.envelope.id, job.handler_name)
-                if key not in fresh:
+                if job.key not in fresh:
                     _log_duplicate(job.envelope)
                     continue
-                fresh.discard(key)  # a second copy in the same group is a duplicate too
+                fresh.discard(job.key)  # a second copy in the same group is a duplicate too
                 token = trace_id_var.set(job.envelope.correlation_id)
                 try:
                     await job.handler(

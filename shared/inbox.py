@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import insert_or_nothing, is_postgres, upsert_insert
+from shared.db import insert_or_nothing, is_postgres
 
 
 def _claim_statement(table: Table, *, postgres: bool) -> Any:
@@ -68,11 +68,9 @@ async def claim_many(
     if not claims:
         return set()
     now = datetime.now(UTC)
-    insert = upsert_insert(session)
     stmt = (
-        insert(table)
+        _claim_statement(table, postgres=is_postgres(session))
         .values([{**c, "processed_at": now} for c in claims])
-        .on_conflict_do_nothing(index_elements=["message_id", "handler"])
         .returning(table.c.message_id, table.c.handler)
     )
     return {(row.message_id, row.handler) for row in await session.execute(stmt)}

@@ -41,6 +41,10 @@ class OutboxRelay:
         mark_linger_seconds: float = 0.02,
     ) -> None:
         self.sessionmaker = sessionmaker
+        engine = sessionmaker.kw["bind"]
+        assert isinstance(engine, AsyncEngine), "the relay's sessionmaker is bound to an engine"
+        self._engine: AsyncEngine = engine
+        self._postgres = is_postgres(engine)
         self.table = table
         self.bus = bus
         self.batch_size = batch_size
@@ -151,15 +155,13 @@ class OutboxRelay:
         if not ids:
             return
         t = self.table
-        engine = self.sessionmaker.kw["bind"]
-        assert isinstance(engine, AsyncEngine)
-        postgres = is_postgres(engine)
+        engine = self._engine
         stmt = (
             update(t)
-            .where(one_of(t.c.message_id, ids, postgres=postgres), t.c.published_at.is_(None))
+            .where(one_of(t.c.message_id, ids, postgres=self._postgres), t.c.published_at.is_(None))
             .values(published_at=datetime.now(UTC))
         )
-        if postgres:
+        if self._postgres:
             # One statement on its own needs no BEGIN and COMMIT round trips around it.
             async with engine.connect() as conn:
                 auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -207,7 +209,7 @@ class OutboxRelay:
             seqs = [seq for seq, _, _ in rows]
             await session.execute(
                 update(t)
-                .where(one_of(t.c.seq, seqs, postgres=is_postgres(session)))
+                .where(one_of(t.c.seq, seqs, postgres=self._postgres))
                 .values(published_at=datetime.now(UTC))
             )
         self.published += len(rows)

@@ -97,16 +97,16 @@ async def apply_decision(
         decision.state.job_id,
         decision.state.payment_url,
     )
-    await record_decision(session, decision, now=now, emit=emit, order_moves=order_moves)
+    await _record_decision(session, decision, now=now, emit=emit, order_moves=order_moves)
 
 
-async def record_decision(
+async def _record_decision(
     session: AsyncSession,
     decision: Decision,
     *,
     now: datetime,
     emit: Emit,
-    order_moves: bool = True,
+    order_moves: bool,
 ) -> None:
     """Everything a decision changes besides the saga row: the order (unless `order_moves` says
     none of its columns change), its history and line results, and the messages to send."""
