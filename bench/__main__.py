@@ -41,8 +41,8 @@ from bench.stats import (
     peak_sustained,
 )
 from bench.webhooks import measure_intake, seed_completed_sessions
-from shared.testing import infra
-from shared.testing.stack import SERVICES, Stack
+from devstack import infra
+from devstack.stack import SERVICES, Stack
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import aio_pika
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from shared.testing import infra
+from devstack import infra
 
 INSERT_SCRIPT = "INSERT INTO bench_commit (payload) VALUES ('0123456789abcdef0123456789abcdef');\n"
 

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 
 from bench.stats import settled_seq
-from shared.testing import infra
+from devstack import infra
 
 log = logging.getLogger("bench.observe")
 

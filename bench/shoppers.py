@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import httpx
 
+from devstack.stack import JWT_SECRET
 from shared.auth import issue_token
-from shared.testing.stack import JWT_SECRET
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from shared.testing.stack import (
+from devstack.stack import (
     SERVICES,
     Stack,
     create_stack,
@@ -38,7 +38,7 @@ async def running_stack(
     kwargs: dict[str, object] = {"log_dir": log_dir}
     if replicas:
         if not supports_replicas():
-            raise RuntimeError("shared.testing.stack.create_stack has no `replicas` yet")
+            raise RuntimeError("devstack.stack.create_stack has no `replicas` yet")
         kwargs["replicas"] = dict(replicas)
     stack = await create_stack(admin_url, rabbitmq_url, **kwargs)  # type: ignore[arg-type]
     try:

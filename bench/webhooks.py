@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from services.payments.stripe_sim.signing import signature_header
-from shared.testing.stack import WEBHOOK_SECRET
+from devstack.stack import WEBHOOK_SECRET
+from simulators.stripe.signing import signature_header
 
 EVENT_PREFIX = "evt_bench_"
 

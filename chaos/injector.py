@@ -21,8 +21,8 @@ import asyncpg
 import httpx
 
 from chaos.schedule import Fault
-from shared.testing import infra
-from shared.testing.stack import Stack
+from devstack import infra
+from devstack.stack import Stack
 
 log = logging.getLogger("chaos")
 

@@ -14,8 +14,8 @@ import aio_pika
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack.stack import SERVICES
 from services.orders import saga_state
-from shared.testing.stack import SERVICES
 from shared.topology import Names
 
 TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(saga_state.TERMINAL)) + ")"

@@ -33,10 +33,8 @@ from chaos.quiesce import wait_quiet
 from chaos.report import render
 from chaos.schedule import PROFILES, draw
 from chaos.snapshot import take_snapshot
-from shared.auth import issue_token
-from shared.db import make_engine
-from shared.testing import infra
-from shared.testing.stack import (
+from devstack import infra
+from devstack.stack import (
     JWT_SECRET,
     SERVICES,
     Stack,
@@ -44,6 +42,8 @@ from shared.testing.stack import (
     drop_stack_databases,
     service_of,
 )
+from shared.auth import issue_token
+from shared.db import make_engine
 
 log = logging.getLogger("chaos")
 

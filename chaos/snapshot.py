@@ -21,12 +21,12 @@ from sqlalchemy import Column, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from devstack.stack import STRIPE_KEY
 from services.cart import models as cart
 from services.orders import models as orders
 from services.payments import models as payments
 from services.provisioning import models as provisioning
 from shared.db import make_engine
-from shared.testing.stack import STRIPE_KEY
 from shared.topology import SERVICES, Names
 
 Row = Mapping[str, Any]

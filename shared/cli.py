@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -25,7 +26,7 @@ EVENT_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 HTTP_PARSER = "httptools"
 
 
-def main(build: Callable[[], ServiceRuntime], argv: list[str] | None = None) -> int:
+def main(build: Callable[[], ServiceRuntime[Any, Any]], argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args(argv)
@@ -54,17 +55,17 @@ def main(build: Callable[[], ServiceRuntime], argv: list[str] | None = None) -> 
     return 0
 
 
-async def _migrate(runtime: ServiceRuntime) -> None:
+async def _migrate(runtime: ServiceRuntime[Any, Any]) -> None:
     await upgrade_to_head(runtime.engine, runtime.spec.migrations_dir)
     await runtime.engine.dispose()
 
 
-async def _check(runtime: ServiceRuntime) -> None:
+async def _check(runtime: ServiceRuntime[Any, Any]) -> None:
     try:
         await ensure_at_head(runtime.engine, runtime.spec.migrations_dir)
     finally:
         await runtime.engine.dispose()
 
 
-def run(build: Callable[[], ServiceRuntime]) -> None:
+def run(build: Callable[[], ServiceRuntime[Any, Any]]) -> None:
     sys.exit(main(build))

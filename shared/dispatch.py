@@ -32,9 +32,10 @@ log = logging.getLogger("shared.dispatch")
 
 @dataclass
 class MessageContext:
-    """What a handler gets besides its message: the open transaction and a way to send."""
+    """What a handler gets besides its message: the open transaction (`db`, never named
+    `session`: checkout and payment sessions are domain words here) and a way to send."""
 
-    session: AsyncSession
+    db: AsyncSession
     envelope: Envelope
     outbox: Outbox
 
@@ -44,7 +45,7 @@ class MessageContext:
 
     async def emit(self, message: Contract) -> None:
         await self.outbox.emit(
-            self.session,
+            self.db,
             message,
             correlation_id=self.envelope.correlation_id,
             causation_id=self.envelope.id,

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -30,15 +30,24 @@ from shared.settings import ServiceSettings
 
 log = logging.getLogger("shared.runtime")
 
-BackgroundTask = Callable[["ServiceRuntime"], Coroutine[Any, Any, None]]
+BackgroundTask = Callable[["ServiceRuntime[Any, Any]"], Coroutine[Any, Any, None]]
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+DepsT = TypeVar("DepsT")
 
 
 @dataclass
-class ServiceSpec:
-    """What a service declares; `bootstrap.py` of each service builds one."""
+class ServiceSpec(Generic[SettingsT, DepsT]):
+    """What a service declares; `bootstrap.py` of each service builds one.
+
+    `settings` and `deps` keep their service's own types: routes, handlers and background tasks
+    reach them as `runtime.settings` and `runtime.deps` of a `ServiceRuntime[XSettings, XDeps]`,
+    never by string key or cast. `deps` holds what bootstrap built besides the runtime (timing,
+    a Stripe gateway, admission control, provisioners); a service with none passes `None`."""
 
     name: str
-    settings: ServiceSettings
+    settings: SettingsT
+    deps: DepsT
     metadata: MetaData
     migrations_dir: Path
     outbox_table: Table
@@ -67,13 +76,18 @@ def build_bus(settings: ServiceSettings) -> Bus:
     )
 
 
-class ServiceRuntime:
+class ServiceRuntime(Generic[SettingsT, DepsT]):
     def __init__(
-        self, spec: ServiceSpec, *, bus: Bus | None = None, auto_migrate: bool = False
+        self,
+        spec: ServiceSpec[SettingsT, DepsT],
+        *,
+        bus: Bus | None = None,
+        auto_migrate: bool = False,
     ) -> None:
         self.spec = spec
         self.name = spec.name
-        self.settings = spec.settings
+        self.settings: SettingsT = spec.settings
+        self.deps: DepsT = spec.deps
         self.engine = make_engine(spec.settings.database_url, pool_size=spec.settings.db_pool_size)
         self.sessionmaker = make_sessionmaker(self.engine)
         self._owns_bus = bus is None
@@ -192,13 +206,14 @@ class ServiceRuntime:
         return app
 
 
-def runtime_from(request: Request) -> ServiceRuntime:
-    """The runtime of the service that serves this request."""
-    runtime: ServiceRuntime = request.app.state.runtime
+def runtime_from(request: Request) -> ServiceRuntime[Any, Any]:
+    """The runtime of the service that serves this request. Each service's API names the type
+    it gets (`Annotated[ServiceRuntime[OrdersSettings, OrdersDeps], Depends(runtime_of)]`)."""
+    runtime: ServiceRuntime[Any, Any] = request.app.state.runtime
     return runtime
 
 
-async def runtime_of(request: Request) -> ServiceRuntime:
+async def runtime_of(request: Request) -> ServiceRuntime[Any, Any]:
     """FastAPI dependency for `runtime_from`. Async on purpose: FastAPI runs a plain `def`
     dependency in a worker thread, a thread hand-over per request for a dictionary lookup."""
     return runtime_from(request)

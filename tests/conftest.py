@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from shared.testing import infra
+from devstack import infra
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

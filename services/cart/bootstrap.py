@@ -68,6 +68,7 @@ def build(
     spec = ServiceSpec(
         name=CART,
         settings=settings,
+        deps=None,
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,

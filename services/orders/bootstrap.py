@@ -32,6 +32,7 @@ def build(
     spec = ServiceSpec(
         name=ORDERS,
         settings=settings,
+        deps=None,
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,

@@ -18,7 +18,7 @@ from shared.messages import contracts as c
 async def handle_checkout_requested(
     ctx: MessageContext, msg: c.CheckoutRequested, *, timing: Timing
 ) -> None:
-    if await repository.saga_for_update(ctx.session, msg.checkout_id) is not None:
+    if await repository.saga_for_update(ctx.db, msg.checkout_id) is not None:
         return  # the same checkout arrived under a new message id: one saga per checkout
     now = datetime.now(UTC)
     decision = start(msg, now=now, timing=timing)
@@ -57,21 +57,21 @@ async def handle_checkout_requested(
         ],
     )
     saga = SagaInstance(id=msg.checkout_id, **saga_columns(decision.state, now), created_at=now)
-    ctx.session.add_all([order, saga])
+    ctx.db.add_all([order, saga])
     for message in decision.send:
         await ctx.emit(message)
 
 
 async def handle_saga_reply(ctx: MessageContext, msg: Contract, *, timing: Timing) -> None:
     order_id: str = msg.order_id  # type: ignore[attr-defined]  # every reply names its order
-    saga = await repository.saga_for_update(ctx.session, order_id)
+    saga = await repository.saga_for_update(ctx.db, order_id)
     if saga is None:
         raise LookupError(f"no saga {order_id} yet")  # retried: the reply overtook the start
     now = datetime.now(UTC)
     decision = react(state_of(saga), msg, now=now, timing=timing)
     if decision.ignored:
         return
-    await apply_decision(ctx.session, saga, decision, now=now, emit=ctx.emit)
+    await apply_decision(ctx.db, saga, decision, now=now, emit=ctx.emit)
 
 
 def build_handlers(timing: Timing) -> Mapping[type[Contract], Handler]:

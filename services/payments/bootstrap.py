@@ -52,6 +52,7 @@ def build(
     spec = ServiceSpec(
         name=PAYMENTS,
         settings=settings,
+        deps=None,
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,

@@ -59,7 +59,7 @@ log = logging.getLogger("services.payments.handlers")
 async def handle_reserve_credits(ctx: MessageContext, msg: ReserveCredits) -> None:
     try:
         held = await ledger.reserve(
-            ctx.session,
+            ctx.db,
             user_id=msg.user_id,
             order_id=msg.order_id,
             credits=msg.credits,
@@ -73,7 +73,7 @@ async def handle_reserve_credits(ctx: MessageContext, msg: ReserveCredits) -> No
         )
         return
     if held.status == "released":  # released (or compensated) before this reserve arrived
-        balance = await ledger.balance_of(ctx.session, msg.user_id)
+        balance = await ledger.balance_of(ctx.db, msg.user_id)
         await ctx.emit(
             CreditsRejected(
                 order_id=msg.order_id, reason="reservation_closed", available=balance.available
@@ -85,21 +85,21 @@ async def handle_reserve_credits(ctx: MessageContext, msg: ReserveCredits) -> No
 
 async def handle_capture_credits(ctx: MessageContext, msg: CaptureCredits) -> None:
     captured = await ledger.capture(
-        ctx.session, order_id=msg.order_id, credits=msg.credits, trace_id=ctx.trace_id
+        ctx.db, order_id=msg.order_id, credits=msg.credits, trace_id=ctx.trace_id
     )
     await ctx.emit(CreditsCaptured(order_id=msg.order_id, credits=captured))
 
 
 async def handle_release_credits(ctx: MessageContext, msg: ReleaseCredits) -> None:
     released = await ledger.release(
-        ctx.session, order_id=msg.order_id, user_id=msg.user_id, trace_id=ctx.trace_id
+        ctx.db, order_id=msg.order_id, user_id=msg.user_id, trace_id=ctx.trace_id
     )
     await ctx.emit(CreditsReleased(order_id=msg.order_id, credits=released))
 
 
 async def handle_grant_credits(ctx: MessageContext, msg: GrantCredits) -> None:
     await ledger.add_credits(
-        ctx.session,
+        ctx.db,
         user_id=msg.user_id,
         credits=msg.credits,
         reference=f"grant:{msg.grant_id}",
@@ -114,7 +114,7 @@ async def handle_grant_credits(ctx: MessageContext, msg: GrantCredits) -> None:
 async def handle_refund_credits(ctx: MessageContext, msg: RefundCredits) -> None:
     # RefundExceedsCapture / RefundKeyReused propagate: the message dead-letters with the reason.
     refunded = await ledger.refund(
-        ctx.session,
+        ctx.db,
         order_id=msg.order_id,
         user_id=msg.user_id,
         refund_key=msg.refund_key,
@@ -137,7 +137,7 @@ async def handle_create_payment_session(
     gateway: StripeGateway,
     settings: PaymentsSettings,
 ) -> None:
-    stored = await repository.payment_session_of(ctx.session, msg.order_id)
+    stored = await repository.payment_session_of(ctx.db, msg.order_id)
     if stored is None:  # a stored session means this order was answered before: answer again
         try:
             checkout = await _open_checkout(ctx, msg, gateway=gateway, settings=settings)
@@ -145,7 +145,7 @@ async def handle_create_payment_session(
             await ctx.emit(PaymentSessionFailed(order_id=msg.order_id, reason=exc.reason))
             return
         stored = await repository.add_payment_session(
-            ctx.session, order_id=msg.order_id, checkout=checkout, trace_id=ctx.trace_id
+            ctx.db, order_id=msg.order_id, checkout=checkout, trace_id=ctx.trace_id
         )
     await ctx.emit(
         PaymentSessionCreated(
@@ -157,7 +157,7 @@ async def handle_create_payment_session(
     )
     # Stripe may have reported on the session before this row was stored (a call that timed out
     # after Stripe acted): those events were kept and now apply, after the created reply.
-    await stripe_events.apply_waiting(ctx.session, ctx.outbox, stored.session_id)
+    await stripe_events.apply_waiting(ctx.db, ctx.outbox, stored.session_id)
 
 
 async def _open_checkout(
@@ -187,7 +187,7 @@ async def _open_checkout(
 async def handle_expire_payment_session(
     ctx: MessageContext, msg: ExpirePaymentSession, *, gateway: StripeGateway
 ) -> None:
-    row = await repository.payment_session_of(ctx.session, msg.order_id)
+    row = await repository.payment_session_of(ctx.db, msg.order_id)
     if row is None or row.status != "open":
         return  # nothing open to expire; a completed session is the saga's refund to make
     try:
@@ -199,7 +199,7 @@ async def handle_expire_payment_session(
         log.warning("stripe refused to expire %s: %s", row.session_id, exc.reason)
         return
     await stripe_events.settle_session(
-        ctx.session, ctx.outbox, session_id=row.session_id, target="expired"
+        ctx.db, ctx.outbox, session_id=row.session_id, target="expired"
     )
 
 
@@ -208,8 +208,8 @@ async def handle_refund_payment(
 ) -> None:
     # The order's session row is locked first: refunds of one order queue here, so the refund
     # read below and the amount check see every refund committed before.
-    paid = await repository.locked_payment_session(ctx.session, msg.order_id)
-    refund = await repository.refund_of(ctx.session, msg.order_id, msg.refund_key)
+    paid = await repository.locked_payment_session(ctx.db, msg.order_id)
+    refund = await repository.refund_of(ctx.db, msg.order_id, msg.refund_key)
     if refund is None:
         refund = await _refund_at_stripe(ctx, msg, paid, gateway=gateway)
     elif refund.amount != msg.amount:
@@ -225,7 +225,7 @@ async def _refund_at_stripe(
     if paid is None or paid.status != "complete" or paid.payment_intent_id is None:
         raise PaymentNotRefundable(f"order {msg.order_id} has no completed Stripe payment")
     if not await repository.hold_refund_amount(
-        ctx.session, order_id=msg.order_id, amount=msg.amount
+        ctx.db, order_id=msg.order_id, amount=msg.amount
     ):
         raise RefundExceedsPayment(order_id=msg.order_id, requested=msg.amount)
     # A transient failure propagates and the bus redelivers; the idempotency key
@@ -238,7 +238,7 @@ async def _refund_at_stripe(
         reason=msg.reason,
     )
     refund = await repository.add_refund(
-        ctx.session,
+        ctx.db,
         order_id=msg.order_id,
         refund_key=msg.refund_key,
         stripe_refund_id=at_stripe.id,
@@ -250,8 +250,8 @@ async def _refund_at_stripe(
     if status not in REFUND_HOLDS_MONEY:  # rolls back the hold; dead-letters with the reason
         raise StripeCallFailed(f"stripe refund {at_stripe.id} is {status}", transient=False)
     if status == "succeeded":
-        await repository.move_refund(ctx.session, stripe_refund_id=at_stripe.id, to=status)
-    await stripe_events.apply_waiting(ctx.session, ctx.outbox, at_stripe.id)
+        await repository.move_refund(ctx.db, stripe_refund_id=at_stripe.id, to=status)
+    await stripe_events.apply_waiting(ctx.db, ctx.outbox, at_stripe.id)
     return refund
 
 

@@ -56,6 +56,7 @@ def build(
     spec = ServiceSpec(
         name=PROVISIONING,
         settings=settings,
+        deps=None,
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,

@@ -30,7 +30,7 @@ async def handle_create_job(ctx: MessageContext, msg: c.CreateJob) -> None:
         await ctx.emit(c.JobRejected(order_id=msg.order_id, reason=exc.reason))
         return
     job_id = await repository.create_job(
-        ctx.session, order_id=msg.order_id, user_id=msg.user_id, lines=lines, now=_now()
+        ctx.db, order_id=msg.order_id, user_id=msg.user_id, lines=lines, now=_now()
     )
     await ctx.emit(c.JobCreated(order_id=msg.order_id, job_id=str(job_id)))
 
@@ -38,7 +38,7 @@ async def handle_create_job(ctx: MessageContext, msg: c.CreateJob) -> None:
 async def handle_provision_order(
     ctx: MessageContext, msg: c.ProvisionOrder, *, provisioners: Provisioners
 ) -> None:
-    job = await repository.locked_job(ctx.session, msg.order_id)
+    job = await repository.locked_job(ctx.db, msg.order_id)
     if job is None:
         await ctx.emit(c.ProvisioningFailed(order_id=msg.order_id, reason="job_not_found"))
         return
@@ -58,7 +58,7 @@ async def handle_provision_order(
 
 
 async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
-    status = await repository.locked_job_status(ctx.session, msg.order_id)
+    status = await repository.locked_job_status(ctx.db, msg.order_id)
     if status is not None:
         try:
             cancel = domain.should_cancel(status)
@@ -68,7 +68,7 @@ async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
             return
         if cancel:
             await repository.cancel_job(
-                ctx.session, order_id=msg.order_id, reason=msg.reason, now=_now()
+                ctx.db, order_id=msg.order_id, reason=msg.reason, now=_now()
             )
     await ctx.emit(c.JobCancelled(order_id=msg.order_id))
 
@@ -99,7 +99,7 @@ async def _provision_job(
         due_at=domain.due_at_for(due_times),
         items=tuple(items),
     )
-    await repository.store_outcomes(pctx.session, job, provisioned, now=pctx.now)
+    await repository.store_outcomes(pctx.db, job, provisioned, now=pctx.now)
     return job
 
 

@@ -57,8 +57,8 @@ class ProvisionContext:
     now: datetime
 
     @property
-    def session(self) -> AsyncSession:
-        return self.message.session
+    def db(self) -> AsyncSession:
+        return self.message.db
 
     async def emit(self, message: Contract) -> None:
         await self.message.emit(message)
@@ -85,7 +85,7 @@ class SessionPackageProvisioner:
 
     async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
         await repository.add_entitlement(
-            ctx.session,
+            ctx.db,
             user_id=item.user_id,
             order_id=item.order_id,
             line_no=item.line_no,

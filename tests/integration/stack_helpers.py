@@ -14,9 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from shared.auth import issue_token
-from shared.db import make_engine
-from shared.testing.stack import (
+from devstack.stack import (
     JWT_SECRET,
     SERVICES,
     Stack,
@@ -24,8 +22,10 @@ from shared.testing.stack import (
     delete_broker_namespace,
     drop_stack_databases,
 )
-from shared.testing.waiting import eventually
+from shared.auth import issue_token
+from shared.db import make_engine
 from shared.topology import Names
+from tests.support.waiting import eventually
 
 TERMINAL = {"completed", "partially_completed", "cancelled", "refunded"}
 OPERATOR_TOKEN = issue_token(JWT_SECRET, "ops", roles=("operator",))

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import aio_pika.exceptions
 import pytest
 
+from devstack.stack import delete_broker_namespace, free_port
 from shared.bus import RabbitBus
-from shared.testing.stack import delete_broker_namespace, free_port
 
 
 @contextlib.asynccontextmanager

@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 from stack_helpers import running_stack
 
+from devstack.stack import JWT_SECRET, Stack
 from shared.auth import issue_token
-from shared.testing.stack import JWT_SECRET, Stack
-from shared.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 TERMINAL = {"completed", "partially_completed", "cancelled", "refunded"}
 

@@ -28,10 +28,10 @@ from stack_helpers import (
 from chaos.invariants import InvariantResult, check_all
 from chaos.report import render, summary_counts
 from chaos.snapshot import Snapshot, take_snapshot
+from devstack.stack import Stack
 from shared.db import make_engine
-from shared.testing.stack import Stack
-from shared.testing.waiting import eventually
 from shared.topology import Names
+from tests.support.waiting import eventually
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -22,8 +22,8 @@ from stack_helpers import (
     running_stack,
 )
 
-from shared.testing.stack import Stack
-from shared.testing.waiting import eventually
+from devstack.stack import Stack
+from tests.support.waiting import eventually
 
 START_CREDITS = 1000
 

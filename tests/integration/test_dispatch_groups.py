@@ -34,7 +34,7 @@ POISON = "order-poison"
 
 
 async def record(ctx: MessageContext, msg: c.CreditsReserved) -> None:
-    await ctx.session.execute(insert(applied_t).values(order_id=msg.order_id))
+    await ctx.db.execute(insert(applied_t).values(order_id=msg.order_id))
     await ctx.emit(c.CreditsCaptured(order_id=msg.order_id, credits=msg.credits))
     if msg.order_id == POISON:
         raise PermanentError("this one can never be applied")

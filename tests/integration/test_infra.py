@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.testing import infra
+from devstack import infra
 
 
 async def _database_exists(admin_url: str, name: str) -> bool:

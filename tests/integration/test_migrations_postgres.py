@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from devstack.stack import SERVICES
 from shared.db import make_engine
 from shared.migrations import SchemaNotAtHead, ensure_at_head, upgrade_to_head
-from shared.testing.stack import SERVICES
 
 FreshDatabase = Callable[[str], Awaitable[str]]
 

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from services.provisioning import repository
 from services.provisioning.bootstrap import build
 from services.provisioning.models import Entitlement, Job, outbox
-from services.provisioning.panel_sim import PanelState, create_panel_app
 from services.provisioning.provisioners import (
     ItemOutcome,
     ItemToProvision,
@@ -32,7 +31,8 @@ from shared.messages import Contract, Envelope, payload_of
 from shared.messages import contracts as c
 from shared.migrations import upgrade_to_head
 from shared.runtime import ServiceRuntime
-from shared.testing.serving import serving
+from simulators.panel import PanelState, create_panel_app
+from tests.support.serving import serving
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from stack_helpers import (
     running_stack,
 )
 
-from shared.testing.stack import Stack
-from shared.testing.waiting import eventually
+from devstack.stack import Stack
+from tests.support.waiting import eventually
 
 STEP_TIMEOUT = 4  # seconds; short so the deadline tests run quickly
 

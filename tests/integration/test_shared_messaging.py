@@ -12,6 +12,7 @@ import aio_pika
 import pytest_asyncio
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
+from devstack.stack import delete_broker_namespace
 from shared.bus import RabbitBus
 from shared.db import make_engine, make_sessionmaker
 from shared.dispatch import Dispatcher, MessageContext
@@ -20,9 +21,8 @@ from shared.messages import Envelope
 from shared.messages import contracts as c
 from shared.outbox import Outbox, outbox_table
 from shared.relay import OutboxRelay
-from shared.testing.stack import delete_broker_namespace
-from shared.testing.waiting import eventually
 from shared.topology import Names
+from tests.support.waiting import eventually
 
 metadata = MetaData()
 outbox_t = outbox_table(metadata)
@@ -71,7 +71,7 @@ async def rig(
     failures_left: dict[str, int] = {}
 
     async def handle_credits_reserved(ctx: MessageContext, msg: c.CreditsReserved) -> None:
-        await ctx.session.execute(insert(applied).values(order_id=msg.order_id))
+        await ctx.db.execute(insert(applied).values(order_id=msg.order_id))
         if failures_left.get(msg.order_id, 0) > 0:
             failures_left[msg.order_id] -= 1
             raise RuntimeError("transient failure")  # rolls back the insert and the inbox row

@@ -14,11 +14,11 @@ import pytest
 import pytest_asyncio
 from stack_helpers import TERMINAL, Shopper, rows, running_stack
 
+from devstack.stack import STRIPE_KEY, Stack
 from shared.bus import RabbitBus
 from shared.messages import Envelope
 from shared.messages.contracts import RefundPayment
-from shared.testing.stack import STRIPE_KEY, Stack
-from shared.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 PAYMENTS_ENV = {
     # Our Stripe client gives up after 1.5 s; the simulator's held answers take longer.

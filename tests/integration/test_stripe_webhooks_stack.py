@@ -33,8 +33,8 @@ from stack_helpers import (
     running_stack,
 )
 
-from shared.testing.stack import STRIPE_KEY, WEBHOOK_SECRET, Stack
-from shared.testing.waiting import eventually
+from devstack.stack import STRIPE_KEY, WEBHOOK_SECRET, Stack
+from tests.support.waiting import eventually
 
 # Payments settings of this module's stack: see the module docstring.
 PAYMENTS_ENV = {

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.testing.stack import free_port
+from devstack.stack import free_port
 
 
 def test_scripted_demo_completes_a_credit_and_a_card_checkout(tmp_path: Path) -> None:
@@ -15,7 +15,7 @@ def test_scripted_demo_completes_a_credit_and_a_card_checkout(tmp_path: Path) ->
         [
             sys.executable,
             "-m",
-            "services.demo",
+            "demo",
             "--scripted",
             "--fresh",
             "--port",

@@ -17,15 +17,15 @@ import httpx
 import pytest
 import stripe
 
-from services.payments.stripe_sim.app import create_app, parse_params
-from services.payments.stripe_sim.config import SimConfig
-from services.payments.stripe_sim.objects import (
+from simulators.stripe.app import create_app, parse_params
+from simulators.stripe.config import SimConfig
+from simulators.stripe.objects import (
     TEMPLATES_PATH,
     TEMPLATES_SOURCE,
     ParamError,
     extract_templates,
 )
-from shared.testing.serving import loopback_socket, serving, url_of
+from tests.support.serving import loopback_socket, serving, url_of
 
 FIXTURES_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "fixtures3.json"
 API_KEY = "sk_test_sim_unit"

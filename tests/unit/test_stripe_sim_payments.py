@@ -26,7 +26,7 @@ from test_stripe_sim import (
     webhook_receiver,
 )
 
-from services.payments.stripe_sim.config import SimConfig
+from simulators.stripe.config import SimConfig
 
 
 @pytest.fixture(scope="module")

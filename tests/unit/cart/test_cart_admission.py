@@ -8,7 +8,7 @@ from cart_rig import MakeCart
 
 from shared.memory_bus import MemoryBus
 from shared.messages.contracts import ORDERS
-from shared.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 
 async def test_new_checkouts_are_refused_while_the_saga_is_behind(make_cart: MakeCart) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from services.cart.models import CheckoutSession, utcnow
 from services.cart.sessions import Cleanup, clean_up
 from shared.messages.contracts import CheckoutRequested
-from shared.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 TTL = 1
 # Cleanup runs only when a test asks for it, except in the one test of the background task.

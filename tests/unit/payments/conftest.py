@@ -12,11 +12,11 @@ from payments_support import payments_settings
 from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, Sim, WebhookRecorder, settings_on_sim
 
 from services.payments.bootstrap import build
-from services.payments.stripe_sim import app as sim_app
-from services.payments.stripe_sim.config import SimConfig
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
-from shared.testing.serving import loopback_socket, serving, url_of
+from simulators.stripe import app as sim_app
+from simulators.stripe.config import SimConfig
+from tests.support.serving import loopback_socket, serving, url_of
 
 
 @pytest_asyncio.fixture

@@ -19,12 +19,12 @@ from provisioning_rig import (
 from pydantic import SecretStr
 
 from services.provisioning.bootstrap import build
-from services.provisioning.panel_sim import create_panel_app
 from services.provisioning.provisioners import Provisioners
 from services.provisioning.settings import ProvisioningSettings
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
-from shared.testing.serving import serving
+from simulators.panel import create_panel_app
+from tests.support.serving import serving
 
 
 @pytest.fixture(scope="session")

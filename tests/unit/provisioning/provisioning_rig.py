@@ -12,11 +12,11 @@ import httpx
 from sqlalchemy import select
 
 from services.provisioning.models import outbox
-from services.provisioning.panel_sim import PanelState
 from shared.auth import issue_token
 from shared.messages import Contract, Envelope, payload_of
 from shared.messages.contracts import CheckoutLine, ItemKind
 from shared.runtime import ServiceRuntime
+from simulators.panel import PanelState
 
 SECRET = "provisioning-test-secret-long-enough-for-hs256"
 DOOMED_PLAN = "srv-doomed"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.provisioning.panel_sim import create_panel_app
+from simulators.panel import create_panel_app
 
 BODY = {"order_id": "o-1", "line_no": 1, "plan": "srv-small", "user_id": "alice"}
 

@@ -16,7 +16,7 @@ from shared.messages import Envelope
 from shared.messages import contracts as c
 from shared.outbox import Outbox, outbox_table
 from shared.relay import OutboxRelay
-from shared.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 metadata = MetaData()
 outbox_t = outbox_table(metadata)

@@ -1,4 +1,4 @@
-"""Run the simulator: ``python -m services.payments.stripe_sim [--host H] [--port P]``."""
+"""Run the simulator: ``python -m simulators.stripe [--host H] [--port P]``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .config import SimConfig
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m services.payments.stripe_sim",
+        prog="python -m simulators.stripe",
         description="Stripe API simulator (Checkout Sessions, events, signed webhooks). "
         "Configured by STRIPE_SIM_* environment variables.",
     )

@@ -1,4 +1,4 @@
-"""`python -m services.demo [--port 8000] [--data-dir var/demo] [--scripted]`."""
+"""`python -m demo [--port 8000] [--data-dir var/demo] [--scripted]`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
-from services.demo.app import build_demo
-from services.demo.script import ScriptFailed, run_script
+from demo.app import build_demo
+from demo.script import ScriptFailed, run_script
 from shared.logging import configure_logging
 
 

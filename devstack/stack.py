@@ -23,7 +23,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from shared.testing import infra
+from devstack import infra
 from shared.topology import Names
 
 SERVICES = ("cart", "orders", "payments", "provisioning")
@@ -133,7 +133,7 @@ class Stack:
             [
                 py,
                 "-m",
-                "services.payments.stripe_sim",
+                "simulators.stripe",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -153,7 +153,7 @@ class Stack:
             [
                 py,
                 "-m",
-                "services.provisioning.panel_sim",
+                "simulators.panel",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -18,15 +18,15 @@ from services.orders.bootstrap import build as build_orders
 from services.orders.settings import OrdersSettings
 from services.payments.bootstrap import build as build_payments
 from services.payments.settings import PaymentsSettings
-from services.payments.stripe_sim.app import create_app as create_stripe_sim
-from services.payments.stripe_sim.config import SimConfig
 from services.provisioning.bootstrap import build as build_provisioning
-from services.provisioning.panel_sim import create_panel_app
 from services.provisioning.settings import ProvisioningSettings
 from shared.auth import issue_token
 from shared.memory_bus import MemoryBus
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
+from simulators.panel import create_panel_app
+from simulators.stripe.app import create_app as create_stripe_sim
+from simulators.stripe.config import SimConfig
 
 DEMO_JWT_SECRET = "demo-only-jwt-secret-not-for-production"
 DEMO_WEBHOOK_SECRET = "whsec_demo_secret"

@@ -1,4 +1,4 @@
-"""`python -m services.provisioning.panel_sim [--host H] [--port 12112]`."""
+"""`python -m simulators.panel [--host H] [--port 12112]`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import uvicorn
 
-from services.provisioning.panel_sim import create_panel_app
+from simulators.panel.app import create_panel_app
 
 
 def main(argv: list[str] | None = None) -> None:

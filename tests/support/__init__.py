@@ -1,0 +1,1 @@
+"""Helpers written once for the whole test suite: rigs, harnesses, strategies, waiting."""
