@@ -18,11 +18,11 @@ import httpx
 
 from chaos.client import ServiceClient
 from chaos.scenarios import Plan, Scenario
-from services.orders import saga_state
+from services.orders.saga import state
 from shared.auth import issue_token
 
 # The orders service's own terminal statuses (StrEnum members compare equal to the API's strings).
-TERMINAL = frozenset(str(s) for s in saga_state.TERMINAL)
+TERMINAL = frozenset(str(s) for s in state.TERMINAL)
 
 
 @dataclass

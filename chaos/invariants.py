@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chaos.snapshot import Row, Snapshot
-from services.orders.refunds import share_of_failed
-from services.orders.saga_state import TERMINAL
+from services.orders.saga.refunds import share_of_failed
+from services.orders.saga.state import TERMINAL
 from services.payments.domain import (
     REFUND_HOLDS_MONEY,
     Balance,

@@ -15,10 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.stack import SERVICES
-from services.orders import saga_state
+from services.orders.saga.state import TERMINAL
 from shared.topology import Names
 
-TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(saga_state.TERMINAL)) + ")"
+TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
 
 
 @dataclass(frozen=True)

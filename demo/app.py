@@ -41,7 +41,7 @@ S = TypeVar("S", bound=ServiceSettings)
 @dataclass
 class Demo:
     app: FastAPI
-    runtimes: dict[str, ServiceRuntime]
+    runtimes: dict[str, ServiceRuntime[Any, Any]]
     base_url: str
     shopper_token: str
     operator_token: str
@@ -62,7 +62,7 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
             **fields,
         )
 
-    runtimes = {
+    runtimes: dict[str, ServiceRuntime[Any, Any]] = {
         "cart": build_cart(embedded(CartSettings, "cart"), bus=bus, auto_migrate=True),
         "orders": build_orders(embedded(OrdersSettings, "orders"), bus=bus, auto_migrate=True),
         "payments": build_payments(

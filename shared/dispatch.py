@@ -1,27 +1,26 @@
 """Maps each message type to its one handler and runs it in a unit of work with the inbox.
 
-Group commit: deliveries that arrive while `max_concurrent` units of work are already running
-wait and are then applied together, in one transaction with one multi-row inbox claim and one
-commit, instead of one each. An idle service still applies a lone message at once. If any
-message of a group fails, the group is rolled back and each of its messages is applied again on
-its own, so a failure retries or dead-letters only the message that caused it (handlers are
-idempotent by design: every message may be delivered more than once anyway). Types named
-`alone` (handlers that call out: Stripe, a server panel) are never grouped, so a slow or retried
-call holds no other message's transaction or locks.
+Deliveries are applied by group commit (`shared/group_commit.py`): those that arrive while
+`max_concurrent` units of work are already running are applied together, in one transaction
+with one multi-row inbox claim. A failed group is applied again message by message, so a failure
+retries or dead-letters only the message that caused it (handlers are idempotent by design:
+every message may be delivered more than once anyway). Types named `alone` (handlers that call
+out: Stripe, a server panel) are never grouped, so a slow or retried call holds no other
+message's transaction or locks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.group_commit import GroupCommit
 from shared.inbox import claim, claim_many
 from shared.logging import log_fields, trace_id_var
 from shared.messages import Contract, Envelope, UnknownMessage, payload_of
@@ -68,9 +67,6 @@ class _Job:
     message: Contract
     handler: Handler
     handler_name: str
-    done: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -110,9 +106,19 @@ class Dispatcher:
         self.max_batch = max_batch
         self.max_concurrent = max_concurrent
         self.alone = frozenset(alone)
-        self._waiting: list[_Job] = []
-        self._running: set[asyncio.Task[None]] = set()
-        self.groups = 0  # units of work that applied more than one message
+        self._units: GroupCommit[_Job, None] = GroupCommit(
+            apply_together=self._apply_together,
+            apply_alone=self._apply_alone,
+            max_batch=max_batch,
+            max_concurrent=max_concurrent,
+            groupable=self._groupable,
+            name=f"{service} dispatcher",
+        )
+
+    @property
+    def groups(self) -> int:
+        """Units of work that applied more than one message."""
+        return self._units.groups
 
     async def __call__(self, envelope: Envelope) -> None:
         message = payload_of(envelope)
@@ -120,78 +126,36 @@ class Dispatcher:
         if handler is None:
             raise UnknownMessage(f"{self.service} has no handler for {envelope.type}")
         job = _Job(envelope, message, handler, f"{self.service}.{handler_name_of(handler)}")
-        self._waiting.append(job)
-        self._start_units()
-        await job.done
+        await self._units.submit(job)
 
-    def _start_units(self) -> None:
-        while self._waiting and len(self._running) < self.max_concurrent:
-            jobs = [self._waiting.pop(0)]
-            if type(jobs[0].message) not in self.alone:
-                rest: list[_Job] = []
-                for job in self._waiting:
-                    groupable = type(job.message) not in self.alone
-                    (jobs if groupable and len(jobs) < self.max_batch else rest).append(job)
-                self._waiting = rest
-            task = asyncio.create_task(self._unit(jobs))
-            self._running.add(task)
-            task.add_done_callback(self._unit_done)
-
-    def _unit_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._start_units()
-
-    async def _unit(self, jobs: list[_Job]) -> None:
-        try:
-            if len(jobs) > 1:
-                try:
-                    await self._apply_together(jobs)
-                except Exception:
-                    log.info(
-                        "a group of %d messages failed; applying each on its own",
-                        len(jobs),
-                        exc_info=True,
-                    )
-                else:
-                    self.groups += 1
-                    for job in jobs:
-                        _settle(job.done)
-                    return
-            for job in jobs:
-                await self._apply_alone(job)
-        finally:
-            for job in jobs:  # cancelled on stop: nobody waits in vain
-                if not job.done.done():
-                    job.done.cancel()
+    def _groupable(self, job: _Job) -> bool:
+        return type(job.message) not in self.alone
 
     async def _apply_alone(self, job: _Job) -> None:
         token = trace_id_var.set(job.envelope.correlation_id)
         try:
-            async with self.sessionmaker() as session, session.begin():
-                first_time = await claim(session, self.inbox, **job.claim)
+            async with self.sessionmaker() as db, db.begin():
+                first_time = await claim(db, self.inbox, **job.claim)
                 if first_time:
-                    await job.handler(
-                        MessageContext(session, job.envelope, self.outbox), job.message
-                    )
+                    await job.handler(MessageContext(db, job.envelope, self.outbox), job.message)
                 else:
                     _log_duplicate(job.envelope)
             if first_time:
                 self.on_commit()
-        except Exception as exc:
-            _settle(job.done, exc)
-        else:
-            _settle(job.done)
         finally:
             trace_id_var.reset(token)
 
-    async def _apply_together(self, jobs: list[_Job]) -> None:
+    async def _apply_together(self, jobs: list[_Job]) -> list[None]:
+        if len(jobs) == 1:  # a lone message: the prebuilt single-row claim
+            await self._apply_alone(jobs[0])
+            return [None]
         claims = {job.key: job.claim for job in jobs}  # a message twice in one group: one claim
         # In checkout order: the rows most handlers lock (a saga, a job, a checkout) are keyed by
         # it, so concurrent groups take those locks in one order and cannot deadlock on them.
         # The sort is stable: two messages of one checkout keep their order.
         ordered = sorted(jobs, key=lambda job: job.envelope.correlation_id)
-        async with self.sessionmaker() as session, session.begin():
-            fresh = await claim_many(session, self.inbox, [claims[k] for k in sorted(claims)])
+        async with self.sessionmaker() as db, db.begin():
+            fresh = await claim_many(db, self.inbox, [claims[k] for k in sorted(claims)])
             for job in ordered:
                 if job.key not in fresh:
                     _log_duplicate(job.envelope)
@@ -199,23 +163,11 @@ class Dispatcher:
                 fresh.discard(job.key)  # a second copy in the same group is a duplicate too
                 token = trace_id_var.set(job.envelope.correlation_id)
                 try:
-                    await job.handler(
-                        MessageContext(session, job.envelope, self.outbox), job.message
-                    )
+                    await job.handler(MessageContext(db, job.envelope, self.outbox), job.message)
                 finally:
                     trace_id_var.reset(token)
         self.on_commit()
-
-
-def _settle(done: asyncio.Future[None], exc: BaseException | None = None) -> None:
-    # The waiting delivery may have been cancelled (its channel closed) and its future with it;
-    # the message is then redelivered, and the inbox knows whether it was applied.
-    if done.done():
-        return
-    if exc is None:
-        done.set_result(None)
-    else:
-        done.set_exception(exc)
+        return [None] * len(jobs)
 
 
 def _log_duplicate(envelope: Envelope) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -61,7 +61,6 @@ class ServiceSpec(Generic[SettingsT, DepsT]):
     on_startup: BackgroundTask | None = None
     # Closes adapters the service built (HTTP clients, ...) after consumers and tasks stopped.
     on_shutdown: BackgroundTask | None = None
-    state: dict[str, Any] = field(default_factory=dict)
 
 
 def build_bus(settings: ServiceSettings) -> Bus:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import time
 
+from services.cart.domain import CheckoutBusy
 from shared.bus import Bus
-from shared.errors import ApiError
 from shared.messages.contracts import ORDERS, PAYMENTS, PROVISIONING
 
 log = logging.getLogger("services.cart.admission")
@@ -31,7 +31,7 @@ class Admission:
         self.refused = 0
 
     async def admit(self, bus: Bus) -> None:
-        """Raises ApiError 503 `checkout_busy` while the backlog is over the limit."""
+        """Raises `CheckoutBusy` while the backlog is over the limit."""
         if self.limit <= 0:
             return
         now = time.monotonic()
@@ -46,10 +46,4 @@ class Admission:
                 self._backlog = 0
         if self._backlog > self.limit:
             self.refused += 1
-            raise ApiError(
-                503,
-                "checkout_busy",
-                "too many checkouts in progress; retry shortly with the same Idempotency-Key",
-                details={"backlog": self._backlog, "limit": self.limit},
-                headers={"Retry-After": "1"},
-            )
+            raise CheckoutBusy(backlog=self._backlog, limit=self.limit)

@@ -1,37 +1,34 @@
 """HTTP routes of the cart service (a gateway mounts them under /api/cart): catalogue, carts and
-checkout. Checkout sessions have their own routes in `session_api.py`."""
+checkout. Checkout sessions have their own routes in `checkout_sessions/api.py`. Domain errors
+raised under a route are answered by `CartRoute` (`http_errors`)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any, Self, cast
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.cart import domain, sessions
+from services.cart import domain
 from services.cart import repository as repo
 from services.cart.checkout import order_url, request_checkout
+from services.cart.checkout_sessions.service import current_session_id, renew_after_change
+from services.cart.deps import CartRuntime
+from services.cart.http_errors import CartRoute
 from services.cart.models import Cart, utcnow
-from services.cart.settings import CartSettings
-from services.cart.views import (
-    cart_view,
-    domain_errors,
-    item_view,
-    owned_cart,
-    stored_item,
-)
+from services.cart.views import cart_view, item_view, owned_cart, stored_item
 from shared.auth import Operator, Shopper
 from shared.errors import ApiError, not_found
 from shared.messages.contracts import ItemKind
-from shared.runtime import ServiceRuntime, runtime_of
+from shared.runtime import runtime_of
 
-router = APIRouter()
+router = APIRouter(route_class=CartRoute)
 
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[CartRuntime, Depends(runtime_of)]
 ItemId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 MAX_MONEY = 1_000_000_000  # fits a 32-bit column with room to multiply by a quantity
 
@@ -88,8 +85,8 @@ class CheckoutIn(BaseModel):
 async def list_catalogue(runtime: Runtime) -> dict[str, Any]:
     """The items on sale now."""
     now = utcnow()
-    async with runtime.sessionmaker() as session:
-        items = await repo.items_on_sale(session, now)
+    async with runtime.sessionmaker() as db:
+        items = await repo.items_on_sale(db, now)
     return {"items": [item_view(i, now=now) for i in items]}
 
 
@@ -97,36 +94,32 @@ async def list_catalogue(runtime: Runtime) -> dict[str, Any]:
 async def put_item(
     item_id: ItemId, item_in: ItemIn, _op: Operator, runtime: Runtime
 ) -> dict[str, Any]:
-    async with runtime.transaction() as session:
-        await repo.upsert_item(session, item_id=item_id, values=item_in.model_dump())
-        return item_view(await stored_item(session, item_id), now=utcnow())
+    async with runtime.transaction() as db:
+        await repo.upsert_item(db, item_id=item_id, values=item_in.model_dump())
+        return item_view(await stored_item(db, item_id), now=utcnow())
 
 
 @router.delete("/catalogue/items/{item_id}", tags=["catalogue"])
 async def deactivate_item(item_id: ItemId, _op: Operator, runtime: Runtime) -> dict[str, Any]:
-    async with runtime.transaction() as session:
-        if not await repo.deactivate_item(session, item_id):
+    async with runtime.transaction() as db:
+        if not await repo.deactivate_item(db, item_id):
             raise not_found("item")
-        return item_view(await stored_item(session, item_id), now=utcnow())
+        return item_view(await stored_item(db, item_id), now=utcnow())
 
 
 # --- carts -----------------------------------------------------------------------------------
 
 
-def _settings(runtime: ServiceRuntime) -> CartSettings:
-    return cast(CartSettings, runtime.settings)
-
-
 @router.post("/carts", status_code=201, tags=["carts"])
 async def create_cart(principal: Shopper, runtime: Runtime) -> dict[str, Any]:
-    async with runtime.transaction() as session:
+    async with runtime.transaction() as db:
         cart = await repo.create_cart(
-            session,
+            db,
             cart_id=str(uuid.uuid4()),
             user_id=principal.user_id,
-            currency=_settings(runtime).default_currency,
+            currency=runtime.settings.default_currency,
         )
-        return await cart_view(session, cart, use_credits=True, now=utcnow(), session_id=None)
+        return await cart_view(db, cart, use_credits=True, now=utcnow(), session_id=None)
 
 
 @router.get("/carts/{cart_id}", tags=["carts"])
@@ -134,25 +127,20 @@ async def get_cart(
     cart_id: str, principal: Shopper, runtime: Runtime, use_credits: Annotated[bool, Query()] = True
 ) -> dict[str, Any]:
     now = utcnow()
-    async with runtime.sessionmaker() as session:
-        cart = await owned_cart(session, cart_id, principal.user_id)
-        active = await repo.active_session(session, cart.id)
-        session_id = active.id if active is not None and active.expires_at > now else None
-        return await cart_view(
-            session, cart, use_credits=use_credits, now=now, session_id=session_id
-        )
+    async with runtime.sessionmaker() as db:
+        cart = await owned_cart(db, cart_id, principal.user_id)
+        session_id = await current_session_id(db, cart.id, now=now)
+        return await cart_view(db, cart, use_credits=use_credits, now=now, session_id=session_id)
 
 
-async def _after_change(
-    runtime: ServiceRuntime, session: AsyncSession, cart: Cart
-) -> dict[str, Any]:
+async def _after_change(runtime: CartRuntime, db: AsyncSession, cart: Cart) -> dict[str, Any]:
     """Renews the cart's checkout session for its new content and answers with the cart."""
     now = utcnow()
-    renewed = await sessions.renew_after_change(
-        session, cart=cart, now=now, ttl_seconds=_settings(runtime).session_ttl_seconds
+    renewed = await renew_after_change(
+        db, cart=cart, now=now, ttl_seconds=runtime.settings.session_ttl_seconds
     )
     return await cart_view(
-        session,
+        db,
         cart,
         use_credits=renewed.use_credits if renewed is not None else True,
         now=now,
@@ -164,33 +152,31 @@ async def _after_change(
 async def put_line(
     cart_id: str, item_id: str, line_in: LineIn, principal: Shopper, runtime: Runtime
 ) -> dict[str, Any]:
-    async with runtime.transaction() as session:
-        cart = await owned_cart(session, cart_id, principal.user_id)
-        item = await repo.get_item(session, item_id)
-        with domain_errors():
-            quantity = domain.check_quantity(line_in.quantity)
-            if item is None or not domain.is_available(item, utcnow()):
-                raise domain.ItemUnavailable(item_id)
-            domain.ensure_currency(cart.currency, item.currency)
-            if not await repo.touch_open_cart(session, cart.id):
-                raise domain.CartNotOpen(cart.status)
+    async with runtime.transaction() as db:
+        cart = await owned_cart(db, cart_id, principal.user_id)
+        item = await repo.get_item(db, item_id)
+        quantity = domain.check_quantity(line_in.quantity)
+        if item is None or not domain.is_available(item, utcnow()):
+            raise domain.ItemUnavailable(item_id)
+        domain.ensure_currency(cart.currency, item.currency)
+        if not await repo.touch_open_cart(db, cart.id):
+            raise domain.CartNotOpen(cart.status)
         if line_in.replaces is not None and line_in.replaces != item_id:
-            await repo.remove_line(session, cart_id=cart.id, item_id=line_in.replaces)
-        await repo.set_line(session, cart_id=cart.id, item_id=item_id, quantity=quantity)
-        return await _after_change(runtime, session, cart)
+            await repo.remove_line(db, cart_id=cart.id, item_id=line_in.replaces)
+        await repo.set_line(db, cart_id=cart.id, item_id=item_id, quantity=quantity)
+        return await _after_change(runtime, db, cart)
 
 
 @router.delete("/carts/{cart_id}/lines/{item_id}", tags=["carts"])
 async def delete_line(
     cart_id: str, item_id: str, principal: Shopper, runtime: Runtime
 ) -> dict[str, Any]:
-    async with runtime.transaction() as session:
-        cart = await owned_cart(session, cart_id, principal.user_id)
-        with domain_errors():
-            if not await repo.touch_open_cart(session, cart.id):
-                raise domain.CartNotOpen(cart.status)
-        await repo.remove_line(session, cart_id=cart.id, item_id=item_id)
-        return await _after_change(runtime, session, cart)
+    async with runtime.transaction() as db:
+        cart = await owned_cart(db, cart_id, principal.user_id)
+        if not await repo.touch_open_cart(db, cart.id):
+            raise domain.CartNotOpen(cart.status)
+        await repo.remove_line(db, cart_id=cart.id, item_id=item_id)
+        return await _after_change(runtime, db, cart)
 
 
 # --- checkout --------------------------------------------------------------------------------
@@ -211,15 +197,14 @@ async def checkout(
     if len(key) > 200:
         raise ApiError(400, "idempotency_key_invalid", "Idempotency-Key is at most 200 chars")
     body = checkout_in or CheckoutIn()
-    with domain_errors():
-        result = await request_checkout(
-            runtime,
-            user_id=principal.user_id,
-            cart_id=cart_id,
-            key=key,
-            use_credits=body.use_credits,
-            session_id=body.session_id,
-        )
+    result = await request_checkout(
+        runtime,
+        user_id=principal.user_id,
+        cart_id=cart_id,
+        key=key,
+        use_credits=body.use_credits,
+        session_id=body.session_id,
+    )
     # The checkout id is the saga's trace id; the error middleware echoes it in X-Trace-Id.
     request.state.trace_id = result.checkout_id
     return JSONResponse(result.body, status_code=result.status_code)
@@ -227,8 +212,8 @@ async def checkout(
 
 @router.get("/checkouts/{checkout_id}", tags=["checkout"])
 async def get_checkout(checkout_id: str, principal: Shopper, runtime: Runtime) -> dict[str, Any]:
-    async with runtime.sessionmaker() as session:
-        found = await repo.get_checkout(session, checkout_id=checkout_id, user_id=principal.user_id)
+    async with runtime.sessionmaker() as db:
+        found = await repo.get_checkout(db, checkout_id=checkout_id, user_id=principal.user_id)
     if found is None:
         raise not_found("checkout")
     response = json.loads(found.response)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from services.cart import api, session_api
+from services.cart import api
 from services.cart import repository as repo
 from services.cart.admission import Admission
+from services.cart.checkout_sessions import api as checkout_sessions_api
+from services.cart.checkout_sessions.service import clean_up_sessions
+from services.cart.deps import CartDeps, CartRuntime
 from services.cart.handlers import HANDLERS
 from services.cart.models import Base, inbox, outbox
-from services.cart.sessions import clean_up_sessions
 from services.cart.settings import CartSettings
 from shared.bus import Bus
 from shared.logging import log_fields
@@ -39,12 +41,12 @@ class OrphanCartLines(RuntimeError):
     """Cart lines point at catalogue items that do not exist: the service must not serve."""
 
 
-async def on_startup(runtime: ServiceRuntime) -> None:
+async def on_startup(runtime: CartRuntime) -> None:
     """Checks every cart line resolves to a catalogue item, then seeds an empty catalogue."""
-    settings = cast(CartSettings, runtime.settings)
-    async with runtime.transaction() as session:
+    settings = runtime.settings
+    async with runtime.transaction() as db:
         # Foreign keys prevent this, but SQLite files written with foreign_keys=OFF may not.
-        orphans = await repo.orphan_line_item_ids(session)
+        orphans = await repo.orphan_line_item_ids(db)
         if orphans:
             log.error(
                 "cart refuses to start: cart lines reference missing catalogue items",
@@ -54,34 +56,33 @@ async def on_startup(runtime: ServiceRuntime) -> None:
                 f"cart refuses to start: cart lines reference missing catalogue items {orphans}; "
                 "restore these items (inactive is fine) or delete the lines"
             )
-        if settings.seed_catalogue and await repo.count_items(session) == 0:
+        if settings.seed_catalogue and await repo.count_items(db) == 0:
             currency = settings.default_currency
             rows = [{**row, "currency": currency, "active": True} for row in DEFAULT_CATALOGUE]
-            await repo.insert_items_if_missing(session, rows)
+            await repo.insert_items_if_missing(db, rows)
             log.info("seeded the default catalogue", extra=log_fields(items=len(rows)))
 
 
 def build(
     settings: CartSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
-) -> ServiceRuntime:
+) -> CartRuntime:
     settings = settings or CartSettings()
+    deps = CartDeps(
+        admission=Admission(
+            limit=settings.admission_backlog, refresh_seconds=settings.admission_refresh_seconds
+        )
+    )
     spec = ServiceSpec(
         name=CART,
         settings=settings,
-        deps=None,
+        deps=deps,
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
         handlers=HANDLERS,
-        routers=[api.router, session_api.router],
+        routers=[api.router, checkout_sessions_api.router],
         background=[clean_up_sessions],
         on_startup=on_startup,
-        state={
-            "admission": Admission(
-                limit=settings.admission_backlog,
-                refresh_seconds=settings.admission_refresh_seconds,
-            )
-        },
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

@@ -6,21 +6,19 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.cart import domain, sessions
+from services.cart import domain
 from services.cart import repository as repo
-from services.cart import session_domain as rules
-from services.cart.admission import Admission
+from services.cart.checkout_sessions.rules import priced_from
+from services.cart.checkout_sessions.service import check_out_session, session_for_checkout
+from services.cart.deps import CartRuntime
 from services.cart.models import utcnow
-from services.cart.settings import CartSettings
-from shared.errors import ApiError, not_found
 from shared.messages.contracts import CheckoutRequested
-from shared.runtime import ServiceRuntime
 
 ACCEPTED = 202
 
@@ -48,7 +46,7 @@ def accepted_body(checkout_id: str, session_id: str, totals: domain.Totals) -> d
 
 
 async def request_checkout(
-    runtime: ServiceRuntime,
+    runtime: CartRuntime,
     *,
     user_id: str,
     cart_id: str,
@@ -60,19 +58,19 @@ async def request_checkout(
 
     Without `session_id` the cart's active session is used (renewed or issued as needed), as
     before sessions existed; with it, exactly that session must still be good to check out.
+    Refusals are domain errors (`domain`, `checkout_sessions.rules`).
     """
     if session_id is None and use_credits is None:
         use_credits = True
     digest = domain.request_hash(cart_id, use_credits=use_credits, session_id=session_id)
     try:
         # One transaction: the key is looked up in it, then (not found) the checkout is made.
-        async with runtime.transaction() as session:
-            existing = await repo.checkout_by_key(session, user_id=user_id, key=key)
+        async with runtime.transaction() as db:
+            existing = await repo.checkout_by_key(db, user_id=user_id, key=key)
             if existing is None:
-                admission: Admission = runtime.spec.state["admission"]
-                await admission.admit(runtime.bus)
+                await runtime.deps.admission.admit(runtime.bus)
                 return await _start(
-                    session,
+                    db,
                     runtime,
                     user_id=user_id,
                     cart_id=cart_id,
@@ -81,11 +79,11 @@ async def request_checkout(
                     session_id=session_id,
                     digest=digest,
                 )
-    except (IntegrityError, ApiError, domain.CartError):
+    except (IntegrityError, domain.CartError):
         # A concurrent request with the same key may have committed first, so this one hit the
         # unique key or found the cart already checking out: then it is that request's retry.
-        async with runtime.sessionmaker() as session:
-            existing = await repo.checkout_by_key(session, user_id=user_id, key=key)
+        async with runtime.sessionmaker() as db:
+            existing = await repo.checkout_by_key(db, user_id=user_id, key=key)
         if existing is None:
             raise
     return _replay(existing, digest)
@@ -93,17 +91,13 @@ async def request_checkout(
 
 def _replay(existing: Row[str, str, str], digest: str) -> CheckoutResponse:
     if existing.request_hash != digest:
-        raise ApiError(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different checkout request",
-        )
+        raise domain.IdempotencyKeyReused()
     return CheckoutResponse(existing.id, ACCEPTED, json.loads(existing.response))
 
 
 async def _start(
-    session: AsyncSession,
-    runtime: ServiceRuntime,
+    db: AsyncSession,
+    runtime: CartRuntime,
     *,
     user_id: str,
     cart_id: str,
@@ -113,39 +107,26 @@ async def _start(
     digest: str,
 ) -> CheckoutResponse:
     """Makes the checkout in the caller's transaction, which commits it."""
-    settings = cast(CartSettings, runtime.settings)
     now = utcnow()
-    cart = await repo.get_cart(session, cart_id=cart_id, user_id=user_id, for_update=True)
+    cart = await repo.get_cart(db, cart_id=cart_id, user_id=user_id, for_update=True)
     if cart is None:
-        raise not_found("cart")
-    chosen: sessions.Issued
-    if session_id is None:
-        chosen = await sessions.choose(
-            session,
-            cart=cart,
-            use_credits=bool(use_credits),
-            now=now,
-            ttl_seconds=settings.session_ttl_seconds,
-        )
-    else:
-        found = await repo.get_session(session, session_id=session_id, user_id=user_id)
-        if found is None or found.cart_id != cart.id:
-            raise not_found("session")
-        if use_credits is not None and use_credits != found.use_credits:
-            raise rules.UseCreditsConflict()
-        problem = rules.checkout_problem(
-            sessions.facts(found), await sessions.cart_facts(session, cart), now
-        )
-        if problem is not None:
-            raise problem
-        chosen = sessions.Issued(found, created=False)
-    priced = rules.priced_from(chosen.row.snapshot)
+        raise domain.CartNotFound()
+    chosen = await session_for_checkout(
+        db,
+        cart=cart,
+        user_id=user_id,
+        session_id=session_id,
+        use_credits=use_credits,
+        now=now,
+        ttl_seconds=runtime.settings.session_ttl_seconds,
+    )
+    priced = priced_from(chosen.row.snapshot)
     checkout_id = str(uuid.uuid4())
     body = accepted_body(checkout_id, chosen.row.id, priced.totals)
     # Inserted before the cart moves: a same-key twin then fails on the unique key (and is
     # answered as a retry) rather than on the cart's version.
     await repo.add_checkout(
-        session,
+        db,
         checkout_id=checkout_id,
         cart_id=cart.id,
         user_id=user_id,
@@ -153,24 +134,11 @@ async def _start(
         request_hash=digest,
         response=json.dumps(body),
     )
-    if chosen.created:
-        # Issued for this checkout and seen by no one else: stored completed straight away
-        # (after the checkout row it names) rather than stored active and then completed.
-        chosen.row.status = rules.COMPLETED
-        chosen.row.checkout_id = checkout_id
-        await repo.add_session(session, chosen.row)
-    elif not await repo.complete_session(
-        session, session_id=chosen.row.id, checkout_id=checkout_id, now=now
-    ):
-        raise rules.SessionNotActive()
-    if not await repo.start_cart_checkout(session, cart_id=cart.id, version=cart.version):
-        raise ApiError(
-            409,
-            "cart_not_open",
-            "the cart changed or is already being checked out; reload it and retry",
-        )
+    await check_out_session(db, chosen, checkout_id=checkout_id, now=now)
+    if not await repo.start_cart_checkout(db, cart_id=cart.id, version=cart.version):
+        raise domain.StaleCart()
     await runtime.emit(
-        session,
+        db,
         CheckoutRequested(
             checkout_id=checkout_id,
             cart_id=cart.id,

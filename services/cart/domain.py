@@ -16,9 +16,19 @@ from shared.messages.contracts import CheckoutLine, ItemKind, PaidWith
 
 
 class CartError(Exception):
-    """Base of the cart's domain errors; `code` is what a client sees."""
+    """Base of the cart's domain errors; `code` is what a client sees. The HTTP status of each
+    is given in one table at the API edge (`http_errors.STATUS_OF`)."""
 
     code = "cart_error"
+
+
+class CartNotFound(CartError):
+    """No cart of this id belongs to the caller: another shopper's cart is not found either."""
+
+    code = "cart_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("cart not found")
 
 
 class EmptyCart(CartError):
@@ -58,6 +68,37 @@ class MixedCurrencies(CartError):
     def __init__(self, currencies: Sequence[str]) -> None:
         super().__init__(f"all lines must share one currency, got {sorted(set(currencies))}")
         self.currencies = tuple(currencies)
+
+
+class StaleCart(CartError):
+    """The cart changed, or started checking out, after this request read it."""
+
+    code = "cart_not_open"
+
+    def __init__(self) -> None:
+        super().__init__("the cart changed or is already being checked out; reload it and retry")
+
+
+class IdempotencyKeyReused(CartError):
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was already used for a different checkout request")
+
+
+class CheckoutBusy(CartError):
+    """Admission control refuses a new checkout while the saga is too far behind (`admission`);
+    a retry with the same Idempotency-Key after `retry_after_seconds` is safe."""
+
+    code = "checkout_busy"
+    retry_after_seconds = 1
+
+    def __init__(self, *, backlog: int, limit: int) -> None:
+        super().__init__(
+            "too many checkouts in progress; retry shortly with the same Idempotency-Key"
+        )
+        self.backlog = backlog
+        self.limit = limit
 
 
 MIN_QUANTITY = 1

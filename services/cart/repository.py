@@ -14,7 +14,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -25,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.domain import LineItem
-from services.cart.models import Cart, CartLine, CatalogueItem, Checkout, CheckoutSession
+from services.cart.models import Cart, CartLine, CatalogueItem, Checkout
 from shared.db import upsert_insert
 
 
@@ -39,10 +38,10 @@ def _rowcount(result: Any) -> int:
 
 # The checkout path and the order outcomes run their statements prebuilt, with bound parameters:
 # building a statement and its cache key costs about as much CPU as running it. Writes there go
-# through the Core tables (no ORM bookkeeping: nothing loaded is read again after them).
+# through the Core tables (no ORM bookkeeping: nothing loaded is read again after them). The
+# checkout-session statements (`checkout_sessions.store`) are built the same way.
 _carts = cast(Table, Cart.__table__)
 _checkouts = cast(Table, Checkout.__table__)
-_sessions = cast(Table, CheckoutSession.__table__)
 
 
 # --- catalogue -------------------------------------------------------------------------------
@@ -57,35 +56,35 @@ def _on_sale(now: datetime) -> ColumnElement[bool]:
     )
 
 
-async def items_on_sale(session: AsyncSession, now: datetime) -> Sequence[CatalogueItem]:
+async def items_on_sale(db: AsyncSession, now: datetime) -> Sequence[CatalogueItem]:
     query = select(CatalogueItem).where(_on_sale(now)).order_by(CatalogueItem.id)
-    return (await session.scalars(query)).all()
+    return (await db.scalars(query)).all()
 
 
-async def get_item(session: AsyncSession, item_id: str) -> CatalogueItem | None:
-    return await session.get(CatalogueItem, item_id)
+async def get_item(db: AsyncSession, item_id: str) -> CatalogueItem | None:
+    return await db.get(CatalogueItem, item_id)
 
 
-async def upsert_item(session: AsyncSession, *, item_id: str, values: dict[str, Any]) -> None:
-    insert = upsert_insert(session)
+async def upsert_item(db: AsyncSession, *, item_id: str, values: dict[str, Any]) -> None:
+    insert = upsert_insert(db)
     now = _now()
     stmt = insert(CatalogueItem).values(id=item_id, created_at=now, updated_at=now, **values)
-    await session.execute(
+    await db.execute(
         stmt.on_conflict_do_update(index_elements=["id"], set_={**values, "updated_at": now})
     )
 
 
-async def insert_items_if_missing(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+async def insert_items_if_missing(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Seeds rows; a replica starting at the same moment makes this a no-op, not a failure."""
-    insert = upsert_insert(session)
+    insert = upsert_insert(db)
     now = _now()
     for row in rows:
         stmt = insert(CatalogueItem).values(**row, created_at=now, updated_at=now)
-        await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+        await db.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
 
 
-async def deactivate_item(session: AsyncSession, item_id: str) -> bool:
-    result = await session.execute(
+async def deactivate_item(db: AsyncSession, item_id: str) -> bool:
+    result = await db.execute(
         update(CatalogueItem)
         .where(CatalogueItem.id == item_id)
         .values(active=False, updated_at=_now())
@@ -93,11 +92,11 @@ async def deactivate_item(session: AsyncSession, item_id: str) -> bool:
     return _rowcount(result) == 1
 
 
-async def count_items(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(CatalogueItem)) or 0)
+async def count_items(db: AsyncSession) -> int:
+    return int(await db.scalar(select(func.count()).select_from(CatalogueItem)) or 0)
 
 
-async def orphan_line_item_ids(session: AsyncSession) -> list[str]:
+async def orphan_line_item_ids(db: AsyncSession) -> list[str]:
     """Item ids of cart lines whose catalogue item does not exist."""
     query = (
         select(CartLine.item_id)
@@ -105,13 +104,13 @@ async def orphan_line_item_ids(session: AsyncSession) -> list[str]:
         .where(CatalogueItem.id.is_(None))
         .distinct()
     )
-    return list((await session.scalars(query)).all())
+    return list((await db.scalars(query)).all())
 
 
 # --- carts -----------------------------------------------------------------------------------
 
 
-async def create_cart(session: AsyncSession, *, cart_id: str, user_id: str, currency: str) -> Cart:
+async def create_cart(db: AsyncSession, *, cart_id: str, user_id: str, currency: str) -> Cart:
     now = _now()
     cart = Cart(
         id=cart_id,
@@ -122,29 +121,29 @@ async def create_cart(session: AsyncSession, *, cart_id: str, user_id: str, curr
         created_at=now,
         updated_at=now,
     )
-    session.add(cart)
-    await session.flush()
+    db.add(cart)
+    await db.flush()
     return cart
 
 
 async def get_cart(
-    session: AsyncSession, *, cart_id: str, user_id: str, for_update: bool = False
+    db: AsyncSession, *, cart_id: str, user_id: str, for_update: bool = False
 ) -> Cart | None:
     """`for_update` row-locks the cart on PostgreSQL (SQLite's BEGIN IMMEDIATE already
     serialises writers): session issuing, line changes and checkout of one cart queue up."""
     query = _CART_FOR_UPDATE if for_update else _CART
-    return (await session.scalars(query, {"cart_id": cart_id, "user_id": user_id})).one_or_none()
+    return (await db.scalars(query, {"cart_id": cart_id, "user_id": user_id})).one_or_none()
 
 
 _CART = select(Cart).where(Cart.id == bindparam("cart_id"), Cart.user_id == bindparam("user_id"))
 _CART_FOR_UPDATE = _CART.with_for_update()
 
 
-async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
+async def line_items(db: AsyncSession, cart_id: str) -> list[LineItem]:
     """The cart's lines joined with their catalogue items, in the order they were added.
 
     Columns rather than `CatalogueItem` objects: nothing here is written back, and loading
-    entities into the session costs more than the rows themselves."""
+    entities into the ORM session costs more than the rows themselves."""
     return [
         LineItem(
             item_id=row.id,
@@ -159,7 +158,7 @@ async def line_items(session: AsyncSession, cart_id: str) -> list[LineItem]:
             available_from=row.available_from,
             available_until=row.available_until,
         )
-        for row in (await session.execute(_LINE_ITEMS, {"cart_id": cart_id})).all()
+        for row in (await db.execute(_LINE_ITEMS, {"cart_id": cart_id})).all()
     ]
 
 
@@ -183,13 +182,13 @@ _LINE_ITEMS = (
 )
 
 
-async def touch_open_cart(session: AsyncSession, cart_id: str) -> bool:
+async def touch_open_cart(db: AsyncSession, cart_id: str) -> bool:
     """Bumps the version of an open cart; False when it is not open.
 
     Taken before changing a line: it row-locks the cart on PostgreSQL, so a line change and a
     checkout of the same cart serialise, and the checkout sees the new version.
     """
-    result = await session.execute(
+    result = await db.execute(
         update(Cart)
         .where(Cart.id == cart_id, Cart.status == "open")
         .values(version=Cart.version + 1, updated_at=_now())
@@ -197,27 +196,27 @@ async def touch_open_cart(session: AsyncSession, cart_id: str) -> bool:
     return _rowcount(result) == 1
 
 
-async def set_line(session: AsyncSession, *, cart_id: str, item_id: str, quantity: int) -> None:
-    insert = upsert_insert(session)
+async def set_line(db: AsyncSession, *, cart_id: str, item_id: str, quantity: int) -> None:
+    insert = upsert_insert(db)
     stmt = insert(CartLine).values(cart_id=cart_id, item_id=item_id, quantity=quantity)
-    await session.execute(
+    await db.execute(
         stmt.on_conflict_do_update(
             index_elements=["cart_id", "item_id"], set_={"quantity": quantity}
         )
     )
 
 
-async def remove_line(session: AsyncSession, *, cart_id: str, item_id: str) -> None:
-    await session.execute(
+async def remove_line(db: AsyncSession, *, cart_id: str, item_id: str) -> None:
+    await db.execute(
         delete(CartLine).where(CartLine.cart_id == cart_id, CartLine.item_id == item_id)
     )
 
 
-async def start_cart_checkout(session: AsyncSession, *, cart_id: str, version: int) -> bool:
+async def start_cart_checkout(db: AsyncSession, *, cart_id: str, version: int) -> bool:
     """open -> checking_out, only if nobody changed the cart since it was priced. A `Cart`
-    loaded in this session keeps its old status and version."""
+    loaded by this `db` keeps its old status and version."""
     params = {"cart_id": cart_id, "version": version, "next_version": version + 1, "now": _now()}
-    return _rowcount(await session.execute(_START_CART_CHECKOUT, params)) == 1
+    return _rowcount(await db.execute(_START_CART_CHECKOUT, params)) == 1
 
 
 _START_CART_CHECKOUT = (
@@ -231,9 +230,9 @@ _START_CART_CHECKOUT = (
 )
 
 
-async def move_cart(session: AsyncSession, *, cart_id: str, from_status: str, to: str) -> bool:
+async def move_cart(db: AsyncSession, *, cart_id: str, from_status: str, to: str) -> bool:
     params = {"cart_id": cart_id, "from_status": from_status, "to": to, "now": _now()}
-    return _rowcount(await session.execute(_MOVE_CART, params)) == 1
+    return _rowcount(await db.execute(_MOVE_CART, params)) == 1
 
 
 _MOVE_CART = (
@@ -247,7 +246,7 @@ _MOVE_CART = (
 
 
 async def add_checkout(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     checkout_id: str,
     cart_id: str,
@@ -258,7 +257,7 @@ async def add_checkout(
 ) -> None:
     """A `requested` checkout; raises IntegrityError when (user, idempotency key) exists."""
     now = _now()
-    await session.execute(
+    await db.execute(
         _ADD_CHECKOUT,
         {
             "id": checkout_id,
@@ -277,12 +276,10 @@ async def add_checkout(
 _ADD_CHECKOUT = insert(_checkouts)
 
 
-async def checkout_by_key(
-    session: AsyncSession, *, user_id: str, key: str
-) -> Row[str, str, str] | None:
+async def checkout_by_key(db: AsyncSession, *, user_id: str, key: str) -> Row[str, str, str] | None:
     """(id, request_hash, response) of the user's checkout with this idempotency key."""
     params = {"user_id": user_id, "key": key}
-    return (await session.execute(_CHECKOUT_BY_KEY, params)).one_or_none()
+    return (await db.execute(_CHECKOUT_BY_KEY, params)).one_or_none()
 
 
 _CHECKOUT_BY_KEY = select(_checkouts.c.id, _checkouts.c.request_hash, _checkouts.c.response).where(
@@ -290,17 +287,17 @@ _CHECKOUT_BY_KEY = select(_checkouts.c.id, _checkouts.c.request_hash, _checkouts
 )
 
 
-async def get_checkout(session: AsyncSession, *, checkout_id: str, user_id: str) -> Checkout | None:
+async def get_checkout(db: AsyncSession, *, checkout_id: str, user_id: str) -> Checkout | None:
     query = select(Checkout).where(Checkout.id == checkout_id, Checkout.user_id == user_id)
-    return (await session.scalars(query)).one_or_none()
+    return (await db.scalars(query)).one_or_none()
 
 
 async def finish_checkout(
-    session: AsyncSession, *, checkout_id: str, status: str, reason: str | None = None
+    db: AsyncSession, *, checkout_id: str, status: str, reason: str | None = None
 ) -> str | None:
     """requested -> `status`; returns the cart id, or None when it was already finished."""
     params = {"checkout_id": checkout_id, "status": status, "reason": reason, "now": _now()}
-    return await session.scalar(_FINISH_CHECKOUT, params)
+    return await db.scalar(_FINISH_CHECKOUT, params)
 
 
 _FINISH_CHECKOUT = (
@@ -309,110 +306,3 @@ _FINISH_CHECKOUT = (
     .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("now"))
     .returning(_checkouts.c.cart_id)
 )
-
-
-# --- checkout sessions -----------------------------------------------------------------------
-
-
-async def add_session(session: AsyncSession, row: CheckoutSession) -> None:
-    """Stores a new session as it is; `row` stays out of the ORM session (nothing writes it
-    back). Raises IntegrityError when it is active and the cart has an active session already
-    (partial unique index)."""
-    await session.execute(
-        _ADD_SESSION, {column.key: getattr(row, column.key) for column in _sessions.columns}
-    )
-
-
-_ADD_SESSION = insert(_sessions)
-
-
-async def get_session(
-    session: AsyncSession, *, session_id: str, user_id: str
-) -> CheckoutSession | None:
-    query = select(CheckoutSession).where(
-        CheckoutSession.id == session_id, CheckoutSession.user_id == user_id
-    )
-    return (await session.scalars(query)).one_or_none()
-
-
-async def active_session(session: AsyncSession, cart_id: str) -> CheckoutSession | None:
-    """The cart's session in status `active` (which may be past its expiry, not yet marked)."""
-    return (await session.scalars(_ACTIVE_SESSION, {"cart_id": cart_id})).one_or_none()
-
-
-_ACTIVE_SESSION = select(CheckoutSession).where(
-    CheckoutSession.cart_id == bindparam("cart_id"), CheckoutSession.status == "active"
-)
-
-
-async def retire_active_session(
-    session: AsyncSession, *, cart_id: str, replaced_by: str | None, now: datetime
-) -> None:
-    """Ends the cart's active session: `expired` if its time is up, else `invalidated` (pointing
-    at its successor). One statement, conditional on the row still being active: a concurrent
-    cleanup that expired it first leaves nothing to retire."""
-    time_is_up = CheckoutSession.expires_at <= now
-    await session.execute(
-        update(CheckoutSession)
-        .where(CheckoutSession.cart_id == cart_id, CheckoutSession.status == "active")
-        .values(
-            status=case((time_is_up, "expired"), else_="invalidated"),
-            replaced_by=case((time_is_up, CheckoutSession.replaced_by), else_=replaced_by),
-            updated_at=now,
-        )
-    )
-
-
-async def complete_session(
-    session: AsyncSession, *, session_id: str, checkout_id: str, now: datetime
-) -> bool:
-    """active -> completed, once: only an unexpired active session, only one checkout."""
-    params = {"session_id": session_id, "checkout_id": checkout_id, "now": now}
-    return _rowcount(await session.execute(_COMPLETE_SESSION, params)) == 1
-
-
-_COMPLETE_SESSION = (
-    update(_sessions)
-    .where(
-        _sessions.c.id == bindparam("session_id"),
-        _sessions.c.status == "active",
-        _sessions.c.expires_at > bindparam("now"),
-    )
-    .values(status="completed", checkout_id=bindparam("checkout_id"), updated_at=bindparam("now"))
-)
-
-
-async def mark_recovered(
-    session: AsyncSession, *, session_id: str, replaced_by: str, now: datetime
-) -> None:
-    """An expired session points at the session that recovered it."""
-    await session.execute(
-        update(CheckoutSession)
-        .where(
-            CheckoutSession.id == session_id,
-            CheckoutSession.status.in_(("active", "expired")),
-            CheckoutSession.expires_at <= now,
-        )
-        .values(status="expired", replaced_by=replaced_by, updated_at=now)
-    )
-
-
-async def expire_sessions(session: AsyncSession, now: datetime) -> int:
-    result = await session.execute(
-        update(CheckoutSession)
-        .where(CheckoutSession.status == "active", CheckoutSession.expires_at <= now)
-        .values(status="expired", updated_at=now)
-    )
-    return _rowcount(result)
-
-
-async def delete_ended_sessions(session: AsyncSession, *, ended_before: datetime) -> int:
-    """Deletes expired and invalidated sessions that ended before the given time; completed
-    sessions stay, as the record of what each checkout was priced from."""
-    result = await session.execute(
-        delete(CheckoutSession).where(
-            CheckoutSession.status.in_(("expired", "invalidated")),
-            CheckoutSession.updated_at < ended_before,
-        )
-    )
-    return _rowcount(result)

@@ -11,17 +11,18 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from services.orders import repository
+from services.orders.deps import OrdersRuntime
 from services.orders.models import Order, SagaInstance
-from services.orders.saga import cancel
-from services.orders.saga_state import Step, Timing
-from services.orders.saga_store import apply_decision, state_of
+from services.orders.saga.machine import cancel
+from services.orders.saga.runner import SagaNotFound, emit_from, run_saga
+from services.orders.saga.state import Step
+from services.orders.saga.store import state_of
 from shared.auth import Operator, Principal, Shopper, may_see
 from shared.errors import ApiError, not_found
-from shared.messages import Contract
-from shared.runtime import ServiceRuntime, runtime_of
+from shared.runtime import runtime_of
 
 router = APIRouter(tags=["orders"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[OrdersRuntime, Depends(runtime_of)]
 
 
 class LineOut(BaseModel):
@@ -92,42 +93,40 @@ def _visible(order: Order | None, principal: Principal) -> Order:
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: str, principal: Shopper, runtime: Runtime) -> OrderOut:
-    async with runtime.sessionmaker() as session:
-        order = _visible(await repository.order_with_details(session, order_id), principal)
+    async with runtime.sessionmaker() as db:
+        order = _visible(await repository.order_with_details(db, order_id), principal)
         return OrderOut.of(order)
 
 
 @router.get("/orders", response_model=list[OrderOut])
 async def my_orders(principal: Shopper, runtime: Runtime) -> list[OrderOut]:
-    async with runtime.sessionmaker() as session:
-        return [OrderOut.of(o) for o in await repository.orders_of(session, principal.user_id)]
+    async with runtime.sessionmaker() as db:
+        return [OrderOut.of(o) for o in await repository.orders_of(db, principal.user_id)]
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut)
 async def cancel_order(order_id: str, principal: Shopper, runtime: Runtime) -> OrderOut:
     """The shopper walks away before paying: everything done so far is undone."""
-    timing: Timing = runtime.spec.state["timing"]
+    timing = runtime.deps.timing
     for _ in range(3):
         try:
-            async with runtime.transaction() as session:
-                _visible(await session.get(Order, order_id), principal)
-                saga = await session.get(SagaInstance, order_id)
-                if saga is None:
-                    raise not_found("order")
-                now = datetime.now(UTC)
-                decision = cancel(
-                    state_of(saga), reason="cancelled by the shopper", now=now, timing=timing
+            async with runtime.transaction() as db:
+                _visible(await db.get(Order, order_id), principal)
+                decision = await run_saga(
+                    db,
+                    order_id,
+                    lambda state, now: cancel(
+                        state, reason="cancelled by the shopper", now=now, timing=timing
+                    ),
+                    emit=emit_from(db, runtime.outbox, saga_id=order_id),
                 )
                 if decision is None:
                     raise ApiError(
                         409, "order_not_cancellable", "payment was taken or the order is finished"
                     )
-
-                async def emit(message: Contract) -> None:
-                    await runtime.outbox.emit(session, message, correlation_id=order_id)
-
-                await apply_decision(session, saga, decision, now=now, emit=emit)
             break
+        except SagaNotFound:
+            raise not_found("order") from None
         except StaleDataError:
             continue  # a reply moved the saga at the same moment: decide again on the new state
     else:
@@ -153,8 +152,8 @@ async def stuck_sagas(_operator: Operator, runtime: Runtime) -> list[StuckSagaOu
         .order_by(SagaInstance.deadline_at)
         .limit(200)
     )
-    async with runtime.sessionmaker() as session:
-        sagas = (await session.execute(query)).scalars().all()
+    async with runtime.sessionmaker() as db:
+        sagas = (await db.execute(query)).scalars().all()
     return [
         StuckSagaOut(
             order_id=s.id,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from services.orders import api
 from services.orders.deadlines import deadline_scheduler
+from services.orders.deps import OrdersDeps, OrdersRuntime
 from services.orders.handlers import build_handlers
 from services.orders.models import Base, inbox, outbox
-from services.orders.saga_state import Timing
+from services.orders.saga.state import Timing
 from services.orders.settings import OrdersSettings
 from shared.bus import Bus
 from shared.messages.contracts import ORDERS
@@ -19,8 +20,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def build(
-    settings: OrdersSettings | None = None, *, bus: Bus | None = None, auto_migrate: bool = False
-) -> ServiceRuntime:
+    settings: OrdersSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    auto_migrate: bool = False,
+    fire_deadlines: bool = True,
+) -> OrdersRuntime:
+    """`fire_deadlines=False` leaves out the deadline scheduler, for tests that fire deadlines
+    themselves: its first round runs at start, and could take a deadline they moved."""
     settings = settings or OrdersSettings()
     timing = Timing(
         payment_window=timedelta(seconds=settings.payment_window_seconds),
@@ -32,14 +39,13 @@ def build(
     spec = ServiceSpec(
         name=ORDERS,
         settings=settings,
-        deps=None,
+        deps=OrdersDeps(timing=timing),
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
         inbox_table=inbox,
         handlers=build_handlers(timing),
         routers=[api.router],
-        background=[deadline_scheduler(timing, interval_seconds=settings.deadline_poll_seconds)],
-        state={"timing": timing},
+        background=[deadline_scheduler] if fire_deadlines else [],
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

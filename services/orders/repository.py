@@ -18,7 +18,7 @@ _SAGA_FOR_UPDATE = (
 )
 
 
-async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance | None:
+async def saga_for_update(db: AsyncSession, saga_id: str) -> SagaInstance | None:
     """The saga row, locked until the transaction ends (FOR UPDATE on PostgreSQL; SQLite's
     BEGIN IMMEDIATE already serialises writers).
 
@@ -26,19 +26,19 @@ async def saga_for_update(session: AsyncSession, saga_id: str) -> SagaInstance |
     the second deciding on the first's result. The version column alone would make the second
     fail with StaleDataError and be redelivered, spending one of its bounded deliveries.
     """
-    return (await session.execute(_SAGA_FOR_UPDATE, {"saga_id": saga_id})).scalar_one_or_none()
+    return (await db.execute(_SAGA_FOR_UPDATE, {"saga_id": saga_id})).scalar_one_or_none()
 
 
-async def order_with_details(session: AsyncSession, order_id: str) -> Order | None:
+async def order_with_details(db: AsyncSession, order_id: str) -> Order | None:
     query = (
         select(Order)
         .where(Order.id == order_id)
         .options(selectinload(Order.lines), selectinload(Order.history))
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    return (await db.execute(query)).scalar_one_or_none()
 
 
-async def orders_of(session: AsyncSession, user_id: str, *, limit: int = 50) -> Sequence[Order]:
+async def orders_of(db: AsyncSession, user_id: str, *, limit: int = 50) -> Sequence[Order]:
     query = (
         select(Order)
         .where(Order.user_id == user_id)
@@ -46,4 +46,4 @@ async def orders_of(session: AsyncSession, user_id: str, *, limit: int = 50) -> 
         .limit(limit)
         .options(selectinload(Order.lines), selectinload(Order.history))
     )
-    return (await session.execute(query)).scalars().all()
+    return (await db.execute(query)).scalars().all()

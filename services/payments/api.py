@@ -10,15 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import ledger
+from services.payments.deps import PaymentsRuntime
 from services.payments.domain import Balance, as_utc
 from services.payments.models import LedgerEntry
 from shared.auth import Operator, Shopper
 from shared.errors import ApiError
 from shared.messages.contracts import CreditsGranted
-from shared.runtime import ServiceRuntime, runtime_of
+from shared.runtime import runtime_of
 
 router = APIRouter(tags=["credits"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[PaymentsRuntime, Depends(runtime_of)]
 
 IDEMPOTENCY_KEY_MAX = 100
 
@@ -67,8 +68,8 @@ class LedgerOut(BaseModel):
 
 @router.get("/accounts/me")
 async def my_balance(principal: Shopper, runtime: Runtime) -> BalanceOut:
-    async with runtime.sessionmaker() as session:
-        balance = await ledger.balance_of(session, principal.user_id)
+    async with runtime.sessionmaker() as db:
+        balance = await ledger.balance_of(db, principal.user_id)
     return BalanceOut.of(principal.user_id, balance)
 
 
@@ -89,9 +90,9 @@ async def grant_credits(
         )
     grant_id = f"api:{idempotency_key}"
     trace_id: str = request.state.trace_id
-    async with runtime.transaction() as session:
+    async with runtime.transaction() as db:
         granted = await ledger.add_credits(
-            session,
+            db,
             user_id=user_id,
             credits=grant_in.credits,
             reference=f"grant:{grant_id}",
@@ -100,20 +101,20 @@ async def grant_credits(
         )
         if granted:
             await runtime.emit(
-                session,
+                db,
                 CreditsGranted(grant_id=grant_id, user_id=user_id, credits=grant_in.credits),
                 correlation_id=trace_id,
             )
         else:
-            await _same_grant_or_conflict(session, grant_id, user_id, grant_in.credits)
-        balance = await ledger.balance_of(session, user_id)
+            await _same_grant_or_conflict(db, grant_id, user_id, grant_in.credits)
+        balance = await ledger.balance_of(db, user_id)
     return BalanceOut.of(user_id, balance)
 
 
 async def _same_grant_or_conflict(
-    session: AsyncSession, grant_id: str, user_id: str, credits: int
+    db: AsyncSession, grant_id: str, user_id: str, credits: int
 ) -> None:
-    first = await ledger.entry_by_reference(session, f"grant:{grant_id}")
+    first = await ledger.entry_by_reference(db, f"grant:{grant_id}")
     if first is None or first.user_id != user_id or first.amount != credits:
         raise ApiError(
             409,
@@ -130,8 +131,8 @@ async def account_ledger(
     after_id: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> LedgerOut:
-    async with runtime.sessionmaker() as session:
-        entries = await ledger.entries_of(session, user_id, after_id=after_id, limit=limit)
+    async with runtime.sessionmaker() as db:
+        entries = await ledger.entries_of(db, user_id, after_id=after_id, limit=limit)
     return LedgerOut(
         user_id=user_id,
         entries=[EntryOut.of(e) for e in entries],

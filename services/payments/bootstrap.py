@@ -7,6 +7,7 @@ from pathlib import Path
 
 from services.payments import ledger, recovery
 from services.payments.api import router as accounts_router
+from services.payments.deps import PaymentsDeps, PaymentsRuntime
 from services.payments.domain import parse_seed_credits
 from services.payments.handlers import APPLIED_ALONE, build_handlers
 from services.payments.models import Base, inbox, outbox
@@ -41,18 +42,17 @@ def build(
     bus: Bus | None = None,
     auto_migrate: bool = False,
     gateway: StripeGateway | None = None,
-) -> ServiceRuntime:
+) -> PaymentsRuntime:
     settings = settings or PaymentsSettings()
     if missing := settings.missing_secrets():
         raise StripeNotConfigured(missing)
-    on_shutdown: BackgroundTask | None = None
-    if gateway is None:  # a gateway passed in belongs to the caller, who closes it
+    owns_gateway = gateway is None  # a gateway passed in belongs to the caller, who closes it
+    if gateway is None:
         gateway = StripeGateway.from_settings(settings)
-        on_shutdown = _closes(gateway)
     spec = ServiceSpec(
         name=PAYMENTS,
         settings=settings,
-        deps=None,
+        deps=PaymentsDeps(stripe=gateway),
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
@@ -60,10 +60,9 @@ def build(
         apply_alone=APPLIED_ALONE,
         handlers=build_handlers(gateway=gateway, settings=settings),
         routers=(accounts_router, webhook_router, operator_router),
-        background=(recovery.retry_stored_events(), recovery.reconcile_periodically(gateway)),
-        on_shutdown=on_shutdown,
+        background=(recovery.retry_stored_events, recovery.reconcile_periodically),
+        on_shutdown=_close_stripe_client if owns_gateway else None,
         on_startup=_seed_credits(settings),
-        state={"stripe": gateway},
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)
 
@@ -71,14 +70,14 @@ def build(
 def _seed_credits(settings: PaymentsSettings) -> BackgroundTask:
     seeds = parse_seed_credits(settings.seed_credits)
 
-    async def seed_credits(runtime: ServiceRuntime) -> None:
+    async def seed_credits(runtime: PaymentsRuntime) -> None:
         if not seeds:
             return
         # One reference per user: every replica and every restart may run this; one grant lands.
-        async with runtime.transaction() as session:
+        async with runtime.transaction() as db:
             for user_id, credits in seeds.items():
                 granted = await ledger.add_credits(
-                    session,
+                    db,
                     user_id=user_id,
                     credits=credits,
                     reference=f"grant:seed:{user_id}",
@@ -91,8 +90,5 @@ def _seed_credits(settings: PaymentsSettings) -> BackgroundTask:
     return seed_credits
 
 
-def _closes(gateway: StripeGateway) -> BackgroundTask:
-    async def close_stripe_client(_runtime: ServiceRuntime) -> None:
-        await gateway.aclose()
-
-    return close_stripe_client
+async def _close_stripe_client(runtime: PaymentsRuntime) -> None:
+    await runtime.deps.stripe.aclose()

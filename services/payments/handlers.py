@@ -224,9 +224,7 @@ async def _refund_at_stripe(
 ) -> Refund:
     if paid is None or paid.status != "complete" or paid.payment_intent_id is None:
         raise PaymentNotRefundable(f"order {msg.order_id} has no completed Stripe payment")
-    if not await repository.hold_refund_amount(
-        ctx.db, order_id=msg.order_id, amount=msg.amount
-    ):
+    if not await repository.hold_refund_amount(ctx.db, order_id=msg.order_id, amount=msg.amount):
         raise RefundExceedsPayment(order_id=msg.order_id, requested=msg.amount)
     # A transient failure propagates and the bus redelivers; the idempotency key
     # <order_id>:refund:<refund_key> makes every attempt the same one refund at Stripe.

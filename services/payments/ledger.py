@@ -131,17 +131,17 @@ def _rowcount(result: Any) -> int:
 # --- low-level postings ----------------------------------------------------------------------
 
 
-async def _ensure_account(session: AsyncSession, user_id: str) -> None:
-    await session.execute(
-        _ENSURE_ACCOUNT[is_postgres(session)],
+async def _ensure_account(db: AsyncSession, user_id: str) -> None:
+    await db.execute(
+        _ENSURE_ACCOUNT[is_postgres(db)],
         {"user_id": user_id, "available": 0, "reserved": 0, "updated_at": _now()},
     )
 
 
-async def _move(session: AsyncSession, p: Posting) -> bool:
+async def _move(db: AsyncSession, p: Posting) -> bool:
     """Applies the posting's deltas to the cached balance; False if a bucket would go negative."""
     stmt = _MOVES[p.available_delta < 0, p.reserved_delta < 0]
-    result = await session.execute(
+    result = await db.execute(
         stmt,
         {
             "b_user_id": p.user_id,
@@ -156,7 +156,7 @@ async def _move(session: AsyncSession, p: Posting) -> bool:
 
 
 async def _write_entry(
-    session: AsyncSession,
+    db: AsyncSession,
     p: Posting,
     *,
     reference: str,
@@ -165,8 +165,8 @@ async def _write_entry(
     skip_duplicate: bool = False,
     memo: str | None = None,
 ) -> bool:
-    stmt = _ADD_ENTRY_ONCE[is_postgres(session)] if skip_duplicate else _ADD_ENTRY
-    result = await session.execute(
+    stmt = _ADD_ENTRY_ONCE[is_postgres(db)] if skip_duplicate else _ADD_ENTRY
+    result = await db.execute(
         stmt,
         {
             "user_id": p.user_id,
@@ -185,19 +185,19 @@ async def _write_entry(
 
 
 async def _post_internal(
-    session: AsyncSession, p: Posting, *, reference: str, trace_id: str, order_id: str
+    db: AsyncSession, p: Posting, *, reference: str, trace_id: str, order_id: str
 ) -> None:
     """A move between a user's own buckets whose gate (a status change) has already passed."""
-    if not await _move(session, p):
+    if not await _move(db, p):
         raise RuntimeError(f"{p.kind} of {p.amount} for {p.user_id} does not fit the balance")
-    await _write_entry(session, p, reference=reference, trace_id=trace_id, order_id=order_id)
+    await _write_entry(db, p, reference=reference, trace_id=trace_id, order_id=order_id)
 
 
 # --- operations the handlers and routes use --------------------------------------------------
 
 
 async def add_credits(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     user_id: str,
     credits: int,
@@ -210,7 +210,7 @@ async def add_credits(
     """A grant (or refund) posted once per reference; False when the reference was posted before."""
     p = posting(kind, user_id, credits)
     written = await _write_entry(
-        session,
+        db,
         p,
         reference=reference,
         trace_id=trace_id,
@@ -220,13 +220,13 @@ async def add_credits(
     )
     if not written:
         return False
-    await _ensure_account(session, user_id)
-    await _move(session, p)
+    await _ensure_account(db, user_id)
+    await _move(db, p)
     return True
 
 
 async def reserve(
-    session: AsyncSession, *, user_id: str, order_id: str, credits: int, trace_id: str
+    db: AsyncSession, *, user_id: str, order_id: str, credits: int, trace_id: str
 ) -> Reservation:
     """Holds credits for an order; returns the existing reservation when the order has one.
 
@@ -243,25 +243,23 @@ async def reserve(
         "status": "reserved",
         "updated_at": _now(),
     }
-    if _rowcount(await session.execute(_CLAIM_RESERVATION[is_postgres(session)], claim)) != 1:
-        existing = await reservation_of(session, order_id)
+    if _rowcount(await db.execute(_CLAIM_RESERVATION[is_postgres(db)], claim)) != 1:
+        existing = await reservation_of(db, order_id)
         if existing is None:  # never expected: only uncommitted rows are ever deleted
             raise RuntimeError(f"reservation of order {order_id} conflicted but is gone")
         return existing
     p = posting("reserve", user_id, credits)
-    if not await _move(session, p):
-        await session.execute(_DROP_RESERVATION, {"b_order_id": order_id})
+    if not await _move(db, p):
+        await db.execute(_DROP_RESERVATION, {"b_order_id": order_id})
         raise InsufficientCredits(
-            available=(await balance_of(session, user_id)).available, requested=credits
+            available=(await balance_of(db, user_id)).available, requested=credits
         )
-    await _write_entry(
-        session, p, reference=f"reserve:{order_id}", trace_id=trace_id, order_id=order_id
-    )
+    await _write_entry(db, p, reference=f"reserve:{order_id}", trace_id=trace_id, order_id=order_id)
     return Reservation(order_id, user_id, credits, "reserved")
 
 
 async def _transition(
-    session: AsyncSession, order_id: str, *, to: str, captured: int | None = None
+    db: AsyncSession, order_id: str, *, to: str, captured: int | None = None
 ) -> tuple[str, int] | None:
     """reserved -> `to`, only from `reserved`; (user_id, credits) when this call made the change.
 
@@ -272,29 +270,29 @@ async def _transition(
     if captured is not None:
         stmt = _TRANSITION_CAPTURING
         params["b_captured"] = captured
-    row = (await session.execute(stmt, params)).first()
+    row = (await db.execute(stmt, params)).first()
     return None if row is None else (row[0], row[1])
 
 
-async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_id: str) -> int:
+async def capture(db: AsyncSession, *, order_id: str, credits: int, trace_id: str) -> int:
     """Spends `credits` of the order's reservation and frees the rest; returns credits captured.
 
     A repeated capture changes nothing and returns what the first one captured. The status and
     what refunds of this order may give back at most (`captured`, see refund()) change in one
     UPDATE, which only matches a reservation holding at least `credits`.
     """
-    changed = await _transition(session, order_id, to="captured", captured=credits)
+    changed = await _transition(db, order_id, to="captured", captured=credits)
     if changed is None:
-        current = await reservation_of(session, order_id)
+        current = await reservation_of(db, order_id)
         if current is not None and current.status == "reserved":
             split_capture(current.credits, credits)  # raises CaptureExceedsReservation
         if current is None or current.status != "captured":
             raise ReservationNotCapturable(f"order {order_id} has no reservation to capture")
-        return await _amount_posted(session, f"capture:{order_id}")
+        return await _amount_posted(db, f"capture:{order_id}")
     user_id, reserved = changed
     captured, freed = split_capture(reserved, credits)
     await _post_internal(
-        session,
+        db,
         posting("capture", user_id, captured),
         reference=f"capture:{order_id}",
         trace_id=trace_id,
@@ -302,7 +300,7 @@ async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_i
     )
     if freed:
         await _post_internal(
-            session,
+            db,
             posting("release", user_id, freed),
             reference=f"release:{order_id}",
             trace_id=trace_id,
@@ -311,26 +309,26 @@ async def capture(session: AsyncSession, *, order_id: str, credits: int, trace_i
     return captured
 
 
-async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_id: str) -> int:
+async def release(db: AsyncSession, *, order_id: str, user_id: str, trace_id: str) -> int:
     """Returns the order's reserved credits to available; the credits released (0 if none).
 
     With no reservation yet, a released tombstone is written so that a ReserveCredits arriving
     after its own compensation can no longer hold credits that nobody would ever release.
     """
-    changed = await _transition(session, order_id, to="released")
+    changed = await _transition(db, order_id, to="released")
     if changed is not None:
         owner, credits = changed
         await _post_internal(
-            session,
+            db,
             posting("release", owner, credits),
             reference=f"release:{order_id}",
             trace_id=trace_id,
             order_id=order_id,
         )
         return credits
-    current = await reservation_of(session, order_id)
+    current = await reservation_of(db, order_id)
     if current is None:
-        await session.execute(
+        await db.execute(
             _ADD_RESERVATION,
             {
                 "order_id": order_id,
@@ -345,7 +343,7 @@ async def release(session: AsyncSession, *, order_id: str, user_id: str, trace_i
 
 
 async def refund(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     order_id: str,
     user_id: str,
@@ -360,7 +358,7 @@ async def refund(
     reference = f"refund:{order_id}:{refund_key}"
     p = posting("refund", user_id, credits)
     written = await _write_entry(
-        session,
+        db,
         p,
         reference=reference,
         trace_id=trace_id,
@@ -369,44 +367,42 @@ async def refund(
         memo=memo,
     )
     if not written:
-        first = await entry_by_reference(session, reference)
+        first = await entry_by_reference(db, reference)
         if first is None or first.user_id != user_id or first.amount != credits:
             raise RefundKeyReused(f"refund key {refund_key!r} of {order_id} reused differently")
         return first.amount
     hold = {"b_order_id": order_id, "b_user_id": user_id, "b_credits": credits, "b_now": _now()}
-    if _rowcount(await session.execute(_HOLD_REFUND, hold)) != 1:
+    if _rowcount(await db.execute(_HOLD_REFUND, hold)) != 1:
         raise RefundExceedsCapture(order_id=order_id, requested=credits)
-    await _ensure_account(session, user_id)
-    await _move(session, p)
+    await _ensure_account(db, user_id)
+    await _move(db, p)
     return credits
 
 
 # --- reads -----------------------------------------------------------------------------------
 
 
-async def reservation_of(session: AsyncSession, order_id: str) -> Reservation | None:
-    row = (await session.execute(_RESERVATION, {"b_order_id": order_id})).first()
+async def reservation_of(db: AsyncSession, order_id: str) -> Reservation | None:
+    row = (await db.execute(_RESERVATION, {"b_order_id": order_id})).first()
     return None if row is None else Reservation(row[0], row[1], row[2], row[3])
 
 
-async def balance_of(session: AsyncSession, user_id: str) -> Balance:
-    row = (await session.execute(_BALANCE, {"b_user_id": user_id})).first()
+async def balance_of(db: AsyncSession, user_id: str) -> Balance:
+    row = (await db.execute(_BALANCE, {"b_user_id": user_id})).first()
     return Balance() if row is None else Balance(row[0], row[1])
 
 
-async def entry_by_reference(session: AsyncSession, reference: str) -> LedgerEntry | None:
-    return (
-        await session.execute(_ENTRY_BY_REFERENCE, {"b_reference": reference})
-    ).scalar_one_or_none()
+async def entry_by_reference(db: AsyncSession, reference: str) -> LedgerEntry | None:
+    return (await db.execute(_ENTRY_BY_REFERENCE, {"b_reference": reference})).scalar_one_or_none()
 
 
-async def _amount_posted(session: AsyncSession, reference: str) -> int:
-    entry = await entry_by_reference(session, reference)
+async def _amount_posted(db: AsyncSession, reference: str) -> int:
+    entry = await entry_by_reference(db, reference)
     return 0 if entry is None else entry.amount
 
 
 async def entries_of(
-    session: AsyncSession, user_id: str, *, after_id: int = 0, limit: int = 100
+    db: AsyncSession, user_id: str, *, after_id: int = 0, limit: int = 100
 ) -> list[LedgerEntry]:
     stmt = (
         select(LedgerEntry)
@@ -414,4 +410,4 @@ async def entries_of(
         .order_by(LedgerEntry.id)
         .limit(limit)
     )
-    return list((await session.execute(stmt)).scalars())
+    return list((await db.execute(stmt)).scalars())

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.payments import recovery
-from services.payments.stripe_gateway import StripeGateway
+from services.payments.deps import PaymentsRuntime
 from shared.auth import Operator
-from shared.runtime import ServiceRuntime, runtime_of
+from shared.runtime import runtime_of
 
 router = APIRouter(prefix="/operator", tags=["operator"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[PaymentsRuntime, Depends(runtime_of)]
 
 
 class ReplayIn(BaseModel):
@@ -60,9 +60,8 @@ async def reconcile_now(
     older_than_seconds: Annotated[float | None, Query(ge=0)] = None,
 ) -> ReconcileOut:
     """Runs one reconciliation round now; `older_than_seconds` overrides the minimum age."""
-    gateway: StripeGateway = runtime.spec.state["stripe"]
     min_age = None if older_than_seconds is None else timedelta(seconds=older_than_seconds)
-    result = await recovery.reconcile(runtime, gateway, min_age=min_age)
+    result = await recovery.reconcile(runtime, runtime.deps.stripe, min_age=min_age)
     return ReconcileOut(
         checked=result.checked,
         changed=[ReconciledOut(**asdict(change)) for change in result.changed],

@@ -9,20 +9,18 @@ conditional UPDATE lets exactly one path (webhook, replay, reconciler, any repli
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from services.payments import repository, stripe_events
+from services.payments.deps import PaymentsRuntime
 from services.payments.domain import reconciled_target
-from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import StripeCallFailed, StripeGateway
 from shared.logging import log_fields
-from shared.runtime import BackgroundTask, ServiceRuntime
+from shared.periodic import every
 
 log = logging.getLogger("services.payments.recovery")
 
@@ -49,34 +47,30 @@ class Reconciliation:
     errors: list[str] = field(default_factory=list)
 
 
-def _settings(runtime: ServiceRuntime) -> PaymentsSettings:
-    return cast(PaymentsSettings, runtime.settings)
-
-
-async def replay_events(runtime: ServiceRuntime, event_ids: Sequence[str] = ()) -> Replayed:
+async def replay_events(runtime: PaymentsRuntime, event_ids: Sequence[str] = ()) -> Replayed:
     """Applies the named events (processed or not), or else every unprocessed one that is
     recent enough. Each event in its own transaction: one that fails does not hold up the rest."""
     result = Replayed()
     if not event_ids:
-        max_age = timedelta(seconds=_settings(runtime).stripe_event_retry_max_age_seconds)
-        async with runtime.sessionmaker() as session:
+        max_age = timedelta(seconds=runtime.settings.stripe_event_retry_max_age_seconds)
+        async with runtime.sessionmaker() as db:
             waiting = await repository.unprocessed_events(
-                session, received_after=datetime.now(UTC) - max_age
+                db, received_after=datetime.now(UTC) - max_age
             )
         event_ids = [event.event_id for event in waiting]
         only_unprocessed = True
     else:
         only_unprocessed = False
     for event_id in event_ids:
-        async with runtime.transaction() as session:
-            stored = await repository.locked_event(session, event_id)
+        async with runtime.transaction() as db:
+            stored = await repository.locked_event(db, event_id)
             if stored is None:
                 result.missing.append(event_id)
                 continue
             if only_unprocessed and stored.processed_at is not None:
                 continue  # another replica got there first
-            if await stripe_events.apply_event(session, runtime.outbox, json.loads(stored.payload)):
-                await repository.mark_event_processed(session, event_id)
+            if await stripe_events.apply_event(db, runtime.outbox, json.loads(stored.payload)):
+                await repository.mark_event_processed(db, event_id)
                 result.applied.append(event_id)
             else:
                 result.unprocessed.append(event_id)
@@ -84,15 +78,15 @@ async def replay_events(runtime: ServiceRuntime, event_ids: Sequence[str] = ()) 
 
 
 async def reconcile(
-    runtime: ServiceRuntime, gateway: StripeGateway, *, min_age: timedelta | None = None
+    runtime: PaymentsRuntime, gateway: StripeGateway, *, min_age: timedelta | None = None
 ) -> Reconciliation:
     """Asks Stripe about our sessions still open or processing and applies their outcome."""
-    settings = _settings(runtime)
+    settings = runtime.settings
     if min_age is None:
         min_age = timedelta(seconds=settings.reconcile_min_age_seconds)
-    async with runtime.sessionmaker() as session:
+    async with runtime.sessionmaker() as db:
         waiting = await repository.sessions_to_reconcile(
-            session,
+            db,
             created_before=datetime.now(UTC) - min_age,
             limit=settings.reconcile_batch_size,
         )
@@ -114,12 +108,12 @@ async def reconcile(
         target = reconciled_target(
             remote.status, remote.payment_status, remote.payment_intent_status
         )
-        async with runtime.transaction() as session:
-            await repository.mark_reconciled(session, ours.session_id)
+        async with runtime.transaction() as db:
+            await repository.mark_reconciled(db, ours.session_id)
             if target is None or target == ours.status:
                 continue
             change = await stripe_events.settle_session(
-                session,
+                db,
                 runtime.outbox,
                 session_id=ours.session_id,
                 target=target,
@@ -135,35 +129,21 @@ async def reconcile(
     return result
 
 
-def retry_stored_events() -> BackgroundTask:
-    async def retry_stripe_events(runtime: ServiceRuntime) -> None:
-        await _every(
-            _settings(runtime).stripe_event_retry_seconds,
-            lambda: replay_events(runtime),
-            "stripe event replay",
-        )
-
-    return retry_stripe_events
+async def _reconcile_round(runtime: PaymentsRuntime) -> None:
+    await reconcile(runtime, runtime.deps.stripe)
 
 
-def reconcile_periodically(gateway: StripeGateway) -> BackgroundTask:
-    async def reconcile_sessions(runtime: ServiceRuntime) -> None:
-        await _every(
-            _settings(runtime).reconcile_interval_seconds,
-            lambda: reconcile(runtime, gateway),
-            "stripe reconciliation",
-        )
-
-    return reconcile_sessions
+def _replay_seconds(runtime: PaymentsRuntime) -> float:
+    return runtime.settings.stripe_event_retry_seconds
 
 
-async def _every(seconds: float, run: Callable[[], Awaitable[object]], what: str) -> None:
-    """Runs `run()` every `seconds` until cancelled; a failed round is logged, not fatal."""
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s round failed; next round in %.1f s", what, seconds)
+def _reconcile_seconds(runtime: PaymentsRuntime) -> float:
+    return runtime.settings.reconcile_interval_seconds
+
+
+retry_stored_events = every(
+    _replay_seconds, replay_events, name="stripe event replay", wait_first=True
+)
+reconcile_periodically = every(
+    _reconcile_seconds, _reconcile_round, name="stripe reconciliation", wait_first=True
+)

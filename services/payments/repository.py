@@ -55,18 +55,18 @@ class OpenSession:
 # --- checkout sessions -----------------------------------------------------------------------
 
 
-async def payment_session_of(session: AsyncSession, order_id: str) -> PaymentSession | None:
-    return await session.get(PaymentSession, order_id)
+async def payment_session_of(db: AsyncSession, order_id: str) -> PaymentSession | None:
+    return await db.get(PaymentSession, order_id)
 
 
-async def locked_payment_session(session: AsyncSession, order_id: str) -> PaymentSession | None:
+async def locked_payment_session(db: AsyncSession, order_id: str) -> PaymentSession | None:
     """The order's session row, locked until commit on PostgreSQL (SQLite locks the database)."""
     stmt = select(PaymentSession).where(PaymentSession.order_id == order_id).with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (await db.execute(stmt)).scalar_one_or_none()
 
 
 async def add_payment_session(
-    session: AsyncSession, *, order_id: str, checkout: CheckoutSession, trace_id: str
+    db: AsyncSession, *, order_id: str, checkout: CheckoutSession, trace_id: str
 ) -> PaymentSession:
     now = _now()
     row = PaymentSession(
@@ -83,13 +83,13 @@ async def add_payment_session(
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    await session.flush()
+    db.add(row)
+    await db.flush()
     return row
 
 
 async def move_payment_session(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     session_id: str,
     to: SessionStatus,
@@ -115,17 +115,17 @@ async def move_payment_session(
             PaymentSession.payment_intent_id,
         )
     )
-    row = (await session.execute(stmt)).first()
+    row = (await db.execute(stmt)).first()
     return None if row is None else SessionChange(*row)
 
 
-async def session_exists(session: AsyncSession, session_id: str) -> bool:
+async def session_exists(db: AsyncSession, session_id: str) -> bool:
     stmt = select(PaymentSession.order_id).where(PaymentSession.session_id == session_id)
-    return (await session.execute(stmt)).first() is not None
+    return (await db.execute(stmt)).first() is not None
 
 
 async def sessions_to_reconcile(
-    session: AsyncSession, *, created_before: datetime, limit: int
+    db: AsyncSession, *, created_before: datetime, limit: int
 ) -> list[OpenSession]:
     """Sessions still waiting for an outcome, least recently reconciled first."""
     stmt = (
@@ -137,11 +137,11 @@ async def sessions_to_reconcile(
         .order_by(func.coalesce(PaymentSession.reconciled_at, PaymentSession.created_at))
         .limit(limit)
     )
-    return [OpenSession(*row) for row in (await session.execute(stmt)).all()]
+    return [OpenSession(*row) for row in (await db.execute(stmt)).all()]
 
 
-async def mark_reconciled(session: AsyncSession, session_id: str) -> None:
-    await session.execute(
+async def mark_reconciled(db: AsyncSession, session_id: str) -> None:
+    await db.execute(
         update(PaymentSession)
         .where(PaymentSession.session_id == session_id)
         .values(reconciled_at=_now())
@@ -151,11 +151,11 @@ async def mark_reconciled(session: AsyncSession, session_id: str) -> None:
 # --- refunds ---------------------------------------------------------------------------------
 
 
-async def refund_of(session: AsyncSession, order_id: str, refund_key: str) -> Refund | None:
-    return await session.get(Refund, (order_id, refund_key))
+async def refund_of(db: AsyncSession, order_id: str, refund_key: str) -> Refund | None:
+    return await db.get(Refund, (order_id, refund_key))
 
 
-async def hold_refund_amount(session: AsyncSession, *, order_id: str, amount: int) -> bool:
+async def hold_refund_amount(db: AsyncSession, *, order_id: str, amount: int) -> bool:
     """Counts `amount` against what the order's payment can still give back; False (and no
     change) when it does not fit. The CHECK on amount_refunded backs this up."""
     stmt = (
@@ -167,11 +167,11 @@ async def hold_refund_amount(session: AsyncSession, *, order_id: str, amount: in
         )
         .values(amount_refunded=PaymentSession.amount_refunded + amount, updated_at=_now())
     )
-    return bool((await session.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
+    return bool((await db.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def add_refund(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     order_id: str,
     refund_key: str,
@@ -192,13 +192,13 @@ async def add_refund(
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    await session.flush()
+    db.add(row)
+    await db.flush()
     return row
 
 
 async def move_refund(
-    session: AsyncSession, *, stripe_refund_id: str, to: RefundStatus
+    db: AsyncSession, *, stripe_refund_id: str, to: RefundStatus
 ) -> RefundChange | None:
     """Moves a refund forward; a failed or canceled one frees its amount for another refund."""
     stmt = (
@@ -207,12 +207,12 @@ async def move_refund(
         .values(status=to, updated_at=_now())
         .returning(Refund.order_id, Refund.refund_key, Refund.amount, Refund.trace_id)
     )
-    row = (await session.execute(stmt)).first()
+    row = (await db.execute(stmt)).first()
     if row is None:
         return None
     change = RefundChange(*row)
     if to in ("failed", "canceled"):
-        await session.execute(
+        await db.execute(
             update(PaymentSession)
             .where(PaymentSession.order_id == change.order_id)
             .values(amount_refunded=PaymentSession.amount_refunded - change.amount)
@@ -220,21 +220,21 @@ async def move_refund(
     return change
 
 
-async def refund_exists(session: AsyncSession, stripe_refund_id: str) -> bool:
+async def refund_exists(db: AsyncSession, stripe_refund_id: str) -> bool:
     stmt = select(Refund.order_id).where(Refund.stripe_refund_id == stripe_refund_id)
-    return (await session.execute(stmt)).first() is not None
+    return (await db.execute(stmt)).first() is not None
 
 
 # --- the Stripe event log --------------------------------------------------------------------
 
 
 async def record_event(
-    session: AsyncSession, *, event_id: str, type_: str, object_id: str | None, payload: str
+    db: AsyncSession, *, event_id: str, type_: str, object_id: str | None, payload: str
 ) -> bool:
     """True when the event is new. ON CONFLICT, not read-then-insert: a concurrent duplicate
     delivery waits on the first one's row and then finds it, so only one applies the effect."""
     stmt = (
-        upsert_insert(session)(StripeEvent)
+        upsert_insert(db)(StripeEvent)
         .values(
             event_id=event_id,
             type=type_,
@@ -244,24 +244,24 @@ async def record_event(
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
-    result = await session.execute(stmt)
+    result = await db.execute(stmt)
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def mark_event_processed(session: AsyncSession, event_id: str) -> None:
-    await session.execute(
+async def mark_event_processed(db: AsyncSession, event_id: str) -> None:
+    await db.execute(
         update(StripeEvent).where(StripeEvent.event_id == event_id).values(processed_at=_now())
     )
 
 
-async def locked_event(session: AsyncSession, event_id: str) -> StripeEvent | None:
+async def locked_event(db: AsyncSession, event_id: str) -> StripeEvent | None:
     """The event row, locked so replicas replaying at once apply it one after the other."""
     stmt = select(StripeEvent).where(StripeEvent.event_id == event_id).with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (await db.execute(stmt)).scalar_one_or_none()
 
 
 async def unprocessed_events(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     object_id: str | None = None,
     received_after: datetime | None = None,
@@ -273,4 +273,4 @@ async def unprocessed_events(
     if received_after is not None:
         stmt = stmt.where(StripeEvent.received_at >= received_after)
     stmt = stmt.order_by(StripeEvent.received_at, StripeEvent.event_id).limit(limit)
-    return list((await session.execute(stmt)).scalars())
+    return list((await db.execute(stmt)).scalars())

@@ -47,22 +47,20 @@ def _intent_id(obj: dict[str, Any]) -> str | None:
     return intent if isinstance(intent, str) else None
 
 
-async def apply_events(
-    session: AsyncSession, outbox: Outbox, events: list[dict[str, Any]]
-) -> list[str]:
+async def apply_events(db: AsyncSession, outbox: Outbox, events: list[dict[str, Any]]) -> list[str]:
     """Applies several stored events in the caller's transaction, in order; the ids of those
     applied. One query first finds the sessions the events cannot move any more (a status only
     moves forward, so one that is not a source of the event's move never will be): those events
     are applied by storing them alone, without a statement each (redeliveries, late events)."""
-    settled = await _settled_sessions(session, events)
+    settled = await _settled_sessions(db, events)
     applied: list[str] = []
     for event in events:
-        if _moves_nothing(event, settled) or await apply_event(session, outbox, event):
+        if _moves_nothing(event, settled) or await apply_event(db, outbox, event):
             applied.append(str(event["id"]))
     return applied
 
 
-async def _settled_sessions(session: AsyncSession, events: list[dict[str, Any]]) -> dict[str, str]:
+async def _settled_sessions(db: AsyncSession, events: list[dict[str, Any]]) -> dict[str, str]:
     ids = {
         obj_id
         for e in events
@@ -72,9 +70,9 @@ async def _settled_sessions(session: AsyncSession, events: list[dict[str, Any]])
     if not ids:
         return {}
     stmt = select(PaymentSession.session_id, PaymentSession.status).where(
-        one_of(PaymentSession.session_id, sorted(ids), postgres=is_postgres(session))
+        one_of(PaymentSession.session_id, sorted(ids), postgres=is_postgres(db))
     )
-    return {sid: status for sid, status in (await session.execute(stmt)).all()}
+    return {sid: status for sid, status in (await db.execute(stmt)).all()}
 
 
 def _moves_nothing(event: dict[str, Any], statuses: dict[str, str]) -> bool:
@@ -94,7 +92,7 @@ def _moves_nothing(event: dict[str, Any], statuses: dict[str, str]) -> bool:
     return True
 
 
-async def apply_event(session: AsyncSession, outbox: Outbox, event: dict[str, Any]) -> bool:
+async def apply_event(db: AsyncSession, outbox: Outbox, event: dict[str, Any]) -> bool:
     """Applies one stored event; False when it cannot be applied yet (its session or refund row
     is not visible). An event that would move something backwards, or that we do not act on,
     counts as applied: storing it is all there is to do."""
@@ -106,7 +104,7 @@ async def apply_event(session: AsyncSession, outbox: Outbox, event: dict[str, An
             return True
         reason = ASYNC_FAILURE_REASON if target == "failed" else ""
         change = await settle_session(
-            session,
+            db,
             outbox,
             session_id=obj["id"],
             target=target,
@@ -115,18 +113,18 @@ async def apply_event(session: AsyncSession, outbox: Outbox, event: dict[str, An
             currency=obj.get("currency"),
             failure_reason=reason,
         )
-        return change is not None or await _known_session(session, obj["id"], kind)
+        return change is not None or await _known_session(db, obj["id"], kind)
     if kind in REFUND_EVENTS:
-        return await _track_refund(session, obj)
+        return await _track_refund(db, obj)
     if kind == "charge.refunded":
         # Recent API versions leave `refunds` out of the charge; refund.updated covers those.
         refunds = (obj.get("refunds") or {}).get("data") or []
-        return all([await _track_refund(session, r) for r in refunds if isinstance(r, dict)])
+        return all([await _track_refund(db, r) for r in refunds if isinstance(r, dict)])
     return True
 
 
 async def settle_session(
-    session: AsyncSession,
+    db: AsyncSession,
     outbox: Outbox,
     *,
     session_id: str,
@@ -139,13 +137,13 @@ async def settle_session(
     """Moves the session to `target` and writes what that announces to the outbox, in the
     caller's transaction; None when the session was not in a status that may move there."""
     change = await repository.move_payment_session(
-        session, session_id=session_id, to=target, payment_intent_id=payment_intent_id
+        db, session_id=session_id, to=target, payment_intent_id=payment_intent_id
     )
     if change is None:
         return None
     message = _announcement(change, target, amount, currency, failure_reason)
     if message is not None:
-        await outbox.emit(session, message, correlation_id=change.trace_id)
+        await outbox.emit(db, message, correlation_id=change.trace_id)
     log.info(
         "checkout session moved to %s",
         target,
@@ -176,8 +174,8 @@ def _announcement(
     return None  # processing: the money is on its way; the saga keeps waiting
 
 
-async def _known_session(session: AsyncSession, session_id: str, kind: str) -> bool:
-    if await repository.session_exists(session, session_id):
+async def _known_session(db: AsyncSession, session_id: str, kind: str) -> bool:
+    if await repository.session_exists(db, session_id):
         log.info(
             "stripe event %s does not move the session forward; stored only",
             kind,
@@ -191,13 +189,13 @@ async def _known_session(session: AsyncSession, session_id: str, kind: str) -> b
     return False
 
 
-async def _track_refund(session: AsyncSession, obj: dict[str, Any]) -> bool:
+async def _track_refund(db: AsyncSession, obj: dict[str, Any]) -> bool:
     refund_id = obj.get("id")
     if not isinstance(refund_id, str):
         return True
     target = refund_status(obj.get("status"))
     if target != "pending":
-        change = await repository.move_refund(session, stripe_refund_id=refund_id, to=target)
+        change = await repository.move_refund(db, stripe_refund_id=refund_id, to=target)
         if change is not None:
             level = logging.INFO if target == "succeeded" else logging.ERROR
             log.log(
@@ -207,7 +205,7 @@ async def _track_refund(session: AsyncSession, obj: dict[str, Any]) -> bool:
                 extra=log_fields(order_id=change.order_id, refund_id=refund_id),
             )
             return True
-    if await repository.refund_exists(session, refund_id):
+    if await repository.refund_exists(db, refund_id):
         return True
     metadata = obj.get("metadata") or {}
     if not metadata.get("refund_key"):
@@ -216,11 +214,11 @@ async def _track_refund(session: AsyncSession, obj: dict[str, Any]) -> bool:
     return False  # ours, but the transaction that stores it has not committed yet
 
 
-async def apply_waiting(session: AsyncSession, outbox: Outbox, object_id: str) -> int:
+async def apply_waiting(db: AsyncSession, outbox: Outbox, object_id: str) -> int:
     """Applies events stored before `object_id`'s row existed; how many were applied."""
     applied = 0
-    for stored in await repository.unprocessed_events(session, object_id=object_id):
-        if await apply_event(session, outbox, json.loads(stored.payload)):
-            await repository.mark_event_processed(session, stored.event_id)
+    for stored in await repository.unprocessed_events(db, object_id=object_id):
+        if await apply_event(db, outbox, json.loads(stored.payload)):
+            await repository.mark_event_processed(db, stored.event_id)
             applied += 1
     return applied

@@ -2,33 +2,35 @@
 same transaction. Stripe redelivers until it gets a 2xx, so a duplicate is answered 200 and ignored.
 An event that cannot be applied yet stays stored unprocessed; recovery.py applies it later.
 
-Events arriving together share one transaction (group commit, `EventIntake`): one multi-row
-insert-or-nothing, each new event applied in turn, one update marking them processed, one commit;
-every request waits for its batch's commit before its 200. Per-event transactions cost a begin,
-four statements and a commit each, and capped intake at about a hundred events per second.
+Events arriving together share one transaction (group commit, `EventIntake` on
+`shared/group_commit.py`): one multi-row insert-or-nothing, each new event applied in turn, one
+update marking them processed, one commit; every request waits for its batch's commit before
+its 200. Per-event transactions cost a begin, four statements and a commit each, and capped
+intake at about a hundred events per second.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import stripe
 from fastapi import APIRouter, Request
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.payments.deps import PaymentsRuntime
 from services.payments.models import StripeEvent
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_events import apply_events, object_id_of
 from shared.db import is_postgres, one_of, upsert_insert
 from shared.errors import ApiError
-from shared.runtime import ServiceRuntime, runtime_from
+from shared.group_commit import GroupCommit
+from shared.runtime import runtime_from
 
 log = logging.getLogger("services.payments.webhooks")
 
@@ -54,89 +56,71 @@ def verified_event(payload: bytes, signature: str | None, settings: PaymentsSett
         return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Received:
     event: dict[str, Any]
     payload: str
-    # True when this delivery stored the event, False for a duplicate; set after the commit.
-    stored: asyncio.Future[bool] = field(default_factory=lambda: _loop().create_future())
 
     @property
     def event_id(self) -> str:
         return str(self.event["id"])
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    return asyncio.get_running_loop()
-
-
 class EventIntake:
     """Stores (and applies) the events of concurrent requests in shared transactions.
 
     One batch is written at a time; what arrives meanwhile forms the next one. A request only
-    learns its outcome from its batch's future, after the commit, so a 200 still means stored."""
+    learns its outcome after its batch's commit, so a 200 still means stored."""
 
-    def __init__(self, runtime: ServiceRuntime) -> None:
+    def __init__(self, runtime: PaymentsRuntime) -> None:
         self.runtime = runtime
-        self.waiting: list[Received] = []
-        self.writer: asyncio.Task[None] | None = None
+        self.batches: GroupCommit[Received, bool] = GroupCommit(
+            apply_together=self._write,
+            apply_alone=self._write_alone,
+            max_batch=MAX_BATCH,
+            # Requests that arrive in the same turn of the event loop form the first batch.
+            linger=True,
+            # The same event twice in one batch is one event: nothing to split when it fails.
+            key=lambda received: received.event_id,
+            name="stripe webhook intake",
+        )
 
     async def store(self, event: dict[str, Any], payload: str) -> bool:
-        received = Received(event, payload)
-        self.waiting.append(received)
-        if self.writer is None or self.writer.done():
-            # Its own task: a client hanging up must not cancel a batch other requests share.
-            self.writer = asyncio.create_task(self._write_all())
-        return await received.stored
+        """True when this delivery stored the event, False for a duplicate; after the commit."""
+        return await self.batches.submit(Received(event, payload))
 
-    async def _write_all(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-            try:
-                new = await self._write(batch)
-            except asyncio.CancelledError:
-                # Shutting down: nothing is answered 200 that the commit did not confirm.
-                for received in batch + self.waiting:
-                    received.stored.cancel()
-                raise
-            except Exception as exc:
-                for received in batch:
-                    if not received.stored.done():
-                        received.stored.set_exception(exc)
-                continue
-            seen: set[str] = set()
-            for received in batch:
-                # A redelivery in the same batch as its first delivery is a duplicate too.
-                is_new = received.event_id in new and received.event_id not in seen
-                seen.add(received.event_id)
-                if not received.stored.done():
-                    received.stored.set_result(is_new)
-
-    async def _write(self, batch: list[Received]) -> set[str]:
+    async def _write(self, batch: list[Received]) -> list[bool]:
+        """Stores the batch's events with one insert and applies the new ones, in one
+        transaction; for each delivery, whether it stored its event."""
         by_id: dict[str, Received] = {}
         for received in batch:
             by_id.setdefault(received.event_id, received)
         firsts = list(by_id.values())
+        async with self.runtime.transaction() as db:
+            new = await _insert_events(db, firsts)
+            await _apply_all(db, self.runtime, [r for r in firsts if r.event_id in new])
+        seen: set[str] = set()
+        stored: list[bool] = []
+        for received in batch:
+            # A redelivery in the same batch as its first delivery is a duplicate too.
+            stored.append(received.event_id in new and received.event_id not in seen)
+            seen.add(received.event_id)
+        return stored
+
+    async def _write_alone(self, received: Received) -> bool:
+        """One event of a failed batch, in its own transaction: one bad event holds up no other,
+        and what fails stays stored for replay."""
         try:
-            async with self.runtime.transaction() as session:
-                new = await _insert_events(session, firsts)
-                await _apply_all(session, self.runtime, [r for r in firsts if r.event_id in new])
-            return new
+            [stored] = await self._write([received])
+            return stored
         except Exception:
-            if len(firsts) == 1:
-                raise
-            log.exception("applying a batch of %d stripe events failed; one by one", len(firsts))
-        # One event's effect failed: store the batch on its own, then apply each event in its
-        # own transaction, so one bad event holds up no other (what fails stays for replay).
-        async with self.runtime.transaction() as session:
-            new = await _insert_events(session, firsts)
-        for received in firsts:
-            if received.event_id in new:
-                await _apply_alone(self.runtime, received)
-        return new
+            log.exception("stripe event %s not applied; storing it for replay", received.event_id)
+        async with self.runtime.transaction() as db:
+            new = await _insert_events(db, [received])
+        return received.event_id in new
 
 
-async def _insert_events(session: AsyncSession, batch: list[Received]) -> set[str]:
+async def _insert_events(db: AsyncSession, batch: list[Received]) -> set[str]:
     """The ids this insert stored; ON CONFLICT, not read-then-insert: a concurrent delivery of
     the same event (another replica) waits on the first one's row and then finds it. Sorted by
     id so two replicas' batches take the unique index's locks in one order."""
@@ -152,38 +136,30 @@ async def _insert_events(session: AsyncSession, batch: list[Received]) -> set[st
         for r in sorted(batch, key=lambda r: r.event_id)
     ]
     stmt = (
-        upsert_insert(session)(StripeEvent)
+        upsert_insert(db)(StripeEvent)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(StripeEvent.event_id)
     )
-    return set((await session.execute(stmt)).scalars())
+    return set((await db.execute(stmt)).scalars())
 
 
-async def _apply_all(session: AsyncSession, runtime: ServiceRuntime, new: list[Received]) -> None:
+async def _apply_all(db: AsyncSession, runtime: PaymentsRuntime, new: list[Received]) -> None:
     # By object (stable, so one session's events keep their order): row locks in one order.
     ordered = sorted(new, key=lambda r: object_id_of(r.event) or "")
-    applied = await apply_events(session, runtime.outbox, [r.event for r in ordered])
+    applied = await apply_events(db, runtime.outbox, [r.event for r in ordered])
     if applied:
-        await session.execute(
+        await db.execute(
             update(StripeEvent)
-            .where(one_of(StripeEvent.event_id, list(applied), postgres=is_postgres(session)))
+            .where(one_of(StripeEvent.event_id, list(applied), postgres=is_postgres(db)))
             .values(processed_at=datetime.now(UTC))
         )
 
 
-async def _apply_alone(runtime: ServiceRuntime, received: Received) -> None:
-    try:
-        async with runtime.transaction() as session:
-            await _apply_all(session, runtime, [received])
-    except Exception:
-        log.exception("stripe event %s stored but not applied; left for replay", received.event_id)
+_intakes: weakref.WeakKeyDictionary[PaymentsRuntime, EventIntake] = weakref.WeakKeyDictionary()
 
 
-_intakes: weakref.WeakKeyDictionary[ServiceRuntime, EventIntake] = weakref.WeakKeyDictionary()
-
-
-def intake_of(runtime: ServiceRuntime) -> EventIntake:
+def intake_of(runtime: PaymentsRuntime) -> EventIntake:
     intake = _intakes.get(runtime)
     if intake is None:
         intake = _intakes[runtime] = EventIntake(runtime)
@@ -194,10 +170,9 @@ def intake_of(runtime: ServiceRuntime) -> EventIntake:
 async def stripe_webhook(request: Request) -> dict[str, bool]:
     # The runtime and the header read directly, not as dependencies: dependency resolution
     # costs more than either read on this hot route.
-    runtime = runtime_from(request)
-    settings = cast(PaymentsSettings, runtime.settings)
+    runtime: PaymentsRuntime = runtime_from(request)
     payload = await request.body()
-    event = verified_event(payload, request.headers.get("Stripe-Signature"), settings)
+    event = verified_event(payload, request.headers.get("Stripe-Signature"), runtime.settings)
     if event is None:
         raise ApiError(400, "invalid_signature", "the Stripe-Signature header does not verify")
     if not await intake_of(runtime).store(event, payload.decode()):

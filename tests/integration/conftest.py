@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 import pytest_asyncio
-from pydantic import SecretStr
 
+from devstack.stack import Stack
 from services.orders.bootstrap import build
-from services.orders.settings import OrdersSettings
-from shared.memory_bus import MemoryBus
-from shared.runtime import ServiceRuntime
+from tests.support.orders import orders_settings
+from tests.support.rig import Rigs, ServiceRig
+from tests.support.stack import stripe_sim_client
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def orders_runtime(
+async def orders_pg(
     fresh_database: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[ServiceRuntime]:
+) -> AsyncIterator[ServiceRig]:
     """The orders service on a fresh PostgreSQL database (migrated), on the in-process bus."""
-    settings = OrdersSettings(
-        database_url=await fresh_database("orders"),
-        broker_url="memory://",
-        jwt_secret=SecretStr("orders-pg-test-secret-long-enough-0123"),
-    )
-    bus = MemoryBus()
-    service = build(settings, bus=bus, auto_migrate=True)
-    await service.start()
-    yield service
-    await service.stop()
-    await bus.close()
+    settings = orders_settings(await fresh_database("orders"))
+    async with Rigs() as rigs:
+        yield await rigs.start(ServiceRig, build, settings)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The Stripe simulator of the test module's `stack`, its faults cleared after the test."""
+    async with stripe_sim_client(stack) as client:
+        yield client

@@ -9,12 +9,12 @@ import asyncpg
 import pytest
 
 from bench.observe import OrderWatcher, connect
-from shared.runtime import ServiceRuntime
+from tests.support.rig import ServiceRig
 
 
 @pytest.fixture
-def orders_url(orders_runtime: ServiceRuntime) -> str:
-    return orders_runtime.settings.database_url
+def orders_url(orders_pg: ServiceRig) -> str:
+    return orders_pg.runtime.settings.database_url
 
 
 async def _order(conn: asyncpg.Connection, order_id: str) -> None:

@@ -9,146 +9,52 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
-from alembic import command
-from pydantic import SecretStr
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from services.cart.bootstrap import MIGRATIONS, build
-from services.cart.models import CheckoutSession, outbox, utcnow
-from services.cart.sessions import Cleanup, clean_up
-from services.cart.settings import CartSettings
-from shared.auth import issue_token
+from services.cart.checkout_sessions.service import Cleanup, clean_up
+from services.cart.models import CheckoutSession, utcnow
 from shared.db import make_engine
-from shared.memory_bus import MemoryBus
-from shared.messages import Envelope
-from shared.messages.contracts import CheckoutRequested
-from shared.migrations import alembic_config, upgrade_to_head
-from shared.runtime import ServiceRuntime
+from shared.migrations import upgrade_to_head
+from tests.support.cart import CartRig, MakeCart, cart_settings
+from tests.support.migrations import migrated_to
+from tests.support.rig import Rigs
 
 FreshDatabase = Callable[[str], Awaitable[str]]
-SECRET = "cart-sessions-pg-secret-long-enough-for-hs256"
 BEFORE_SESSIONS = "0aa48c8246e0"
 
 
-def auth(user_id: str, *, operator: bool = False) -> dict[str, str]:
-    roles = ("operator",) if operator else ()
-    return {"Authorization": f"Bearer {issue_token(SECRET, user_id, roles=roles)}"}
-
-
-ALICE, BOB, OPERATOR = auth("alice"), auth("bob"), auth("olga", operator=True)
-
-
-@dataclass
-class PgCart:
-    runtime: ServiceRuntime
-    http: httpx.AsyncClient
-
-    async def new_cart(self, headers: dict[str, str] = ALICE, **lines: int) -> str:
-        cart_id: str = (await self.http.post("/carts", headers=headers)).json()["cart_id"]
-        for item, quantity in lines.items():
-            response = await self.put_line(cart_id, item.replace("_", "-"), quantity, headers)
-            assert response.status_code == 200, response.text
-        return cart_id
-
-    async def put_line(
-        self, cart_id: str, item_id: str, quantity: int, headers: dict[str, str] = ALICE
-    ) -> httpx.Response:
-        return await self.http.put(
-            f"/carts/{cart_id}/lines/{item_id}", json={"quantity": quantity}, headers=headers
-        )
-
-    async def open_session(
-        self, cart_id: str, headers: dict[str, str] = ALICE, body: Any = None
-    ) -> httpx.Response:
-        return await self.http.post(f"/carts/{cart_id}/sessions", json=body, headers=headers)
-
-    async def session(self, session_id: str, headers: dict[str, str] = ALICE) -> dict[str, Any]:
-        response = await self.http.get(f"/sessions/{session_id}", headers=headers)
-        return {"http_status": response.status_code, **response.json()}
-
-    async def checkout(
-        self, cart_id: str, key: str, body: Any = None, headers: dict[str, str] = ALICE
-    ) -> httpx.Response:
-        return await self.http.post(
-            f"/carts/{cart_id}/checkout", json=body, headers={**headers, "Idempotency-Key": key}
-        )
-
-    async def requested_for(self, cart_id: str) -> list[Envelope]:
-        async with self.runtime.sessionmaker() as session:
-            bodies = (await session.scalars(select(outbox.c.body).order_by(outbox.c.seq))).all()
-        envelopes = [Envelope.model_validate_json(body) for body in bodies]
-        return [
-            e
-            for e in envelopes
-            if e.type == CheckoutRequested.TYPE and e.payload["cart_id"] == cart_id
-        ]
-
-
-MakePgCart = Callable[..., Awaitable[PgCart]]
-
-
 @pytest_asyncio.fixture(loop_scope="session")
-async def make_pg_cart(fresh_database: FreshDatabase) -> AsyncIterator[MakePgCart]:
+async def make_pg_cart(fresh_database: FreshDatabase) -> AsyncIterator[MakeCart]:
     """Factory: a cart service with these settings on a fresh PostgreSQL database."""
-    running: list[tuple[PgCart, MemoryBus]] = []
+    async with Rigs() as rigs:
 
-    async def make(**overrides: Any) -> PgCart:
-        url = await fresh_database(f"cart_sessions_{len(running)}")
-        settings = CartSettings(
-            database_url=url,
-            broker_url="memory://",
-            jwt_secret=SecretStr(SECRET),
-            db_pool_size=4,
-            **{"session_cleanup_interval_seconds": 3600, **overrides},
-        )
-        bus = MemoryBus()
-        runtime = build(settings, bus=bus, auto_migrate=True)
-        await runtime.start()
-        transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
-        rig = PgCart(runtime, httpx.AsyncClient(transport=transport, base_url="http://cart"))
-        running.append((rig, bus))
-        return rig
+        async def make(**overrides: Any) -> CartRig:
+            url = await fresh_database(f"cart_sessions_{len(rigs)}")
+            settings = cart_settings(
+                url,
+                db_pool_size=4,
+                **{"session_cleanup_interval_seconds": 3600, **overrides},
+            )
+            return await rigs.start(CartRig, build, settings)
 
-    try:
         yield make
-    finally:
-        for rig, bus in reversed(running):
-            await rig.http.aclose()
-            await rig.runtime.stop()
-            await bus.close()
 
 
 # --- the migration ---------------------------------------------------------------------------
-
-
-async def upgrade_to(url: str, revision: str) -> None:
-    engine = make_engine(url)
-    config = alembic_config(MIGRATIONS)
-
-    def upgrade(connection: Connection) -> None:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
-
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(upgrade)
-    finally:
-        await engine.dispose()
 
 
 async def test_the_sessions_revision_applies_over_a_deployed_database(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database("cart_sessions_migration")
-    await upgrade_to(url, BEFORE_SESSIONS)
+    await migrated_to(url, MIGRATIONS, BEFORE_SESSIONS)
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
@@ -227,7 +133,7 @@ async def test_a_cart_behind_the_sessions_revision_refuses_to_start(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database("cart_sessions_behind")
-    await upgrade_to(url, BEFORE_SESSIONS)
+    await migrated_to(url, MIGRATIONS, BEFORE_SESSIONS)
 
     result = await asyncio.to_thread(
         subprocess.run,
@@ -247,7 +153,7 @@ async def test_a_cart_behind_the_sessions_revision_refuses_to_start(
 
 
 async def test_sessions_price_several_kinds_and_refuse_client_prices(
-    make_pg_cart: MakePgCart,
+    make_pg_cart: MakeCart,
 ) -> None:
     cart = await make_pg_cart()
     cart_id = await cart.new_cart(pkg_10=2, vps_small=1, credits_100=1, setup_job=1)
@@ -267,17 +173,17 @@ async def test_sessions_price_several_kinds_and_refuse_client_prices(
 
 
 async def test_renew_on_change_then_the_new_session_checks_out_once(
-    make_pg_cart: MakePgCart,
+    make_pg_cart: MakeCart,
 ) -> None:
     cart = await make_pg_cart()
     cart_id = await cart.new_cart(pkg_10=1)
     old_id = (await cart.open_session(cart_id)).json()["session_id"]
 
     new_id = (await cart.put_line(cart_id, "vps-small", 1)).json()["session_id"]
-    old = await cart.session(old_id)
-    with_old = await cart.checkout(cart_id, "old", {"session_id": old_id})
+    old = (await cart.session(old_id)).json()
+    with_old = await cart.checkout(cart_id, "old", body={"session_id": old_id})
     responses = await asyncio.gather(
-        *(cart.checkout(cart_id, f"tab-{n}", {"session_id": new_id}) for n in range(4))
+        *(cart.checkout(cart_id, f"tab-{n}", body={"session_id": new_id}) for n in range(4))
     )
 
     assert new_id not in (None, old_id)
@@ -290,11 +196,11 @@ async def test_renew_on_change_then_the_new_session_checks_out_once(
     assert sorted(r.status_code for r in responses) == [202, 409, 409, 409]
     (envelope,) = await cart.requested_for(cart_id)
     assert [line["item_id"] for line in envelope.payload["lines"]] == ["pkg-10", "vps-small"]
-    assert (await cart.session(new_id))["status"] == "completed"
+    assert (await cart.session(new_id)).json()["status"] == "completed"
 
 
 async def test_checkout_without_a_session_id_stores_the_session_it_issues_completed(
-    make_pg_cart: MakePgCart,
+    make_pg_cart: MakeCart,
 ) -> None:
     # The session issued for the checkout is stored completed at once, after its checkout row;
     # the cart's stale active session is retired by one conditional update first.
@@ -350,7 +256,7 @@ async def test_checkout_without_a_session_id_stores_the_session_it_issues_comple
 
 
 async def test_concurrent_session_requests_share_one_active_session(
-    make_pg_cart: MakePgCart,
+    make_pg_cart: MakeCart,
 ) -> None:
     cart = await make_pg_cart()
     cart_id = await cart.new_cart(pkg_10=1)
@@ -368,17 +274,17 @@ async def test_concurrent_session_requests_share_one_active_session(
     assert rows == 1
 
 
-async def test_expiry_recovery_and_cleanup(make_pg_cart: MakePgCart) -> None:
+async def test_expiry_recovery_and_cleanup(make_pg_cart: MakeCart) -> None:
     cart = await make_pg_cart(session_ttl_seconds=1, session_retention_seconds=3600)
     cart_id = await cart.new_cart(pkg_10=1, setup_job=1)
     old_id = (await cart.open_session(cart_id)).json()["session_id"]
     await asyncio.sleep(1.05)
 
-    expired = await cart.session(old_id)
-    refused = await cart.checkout(cart_id, "late", {"session_id": old_id})
-    recovered = await cart.http.post(f"/sessions/{old_id}/recover", headers=ALICE)
+    expired = (await cart.session(old_id)).json()
+    refused = await cart.checkout(cart_id, "late", body={"session_id": old_id})
+    recovered = await cart.recover(old_id)
     new_id = recovered.json()["session_id"]
-    accepted = await cart.checkout(cart_id, "recovered", {"session_id": new_id})
+    accepted = await cart.checkout(cart_id, "recovered", body={"session_id": new_id})
 
     assert (expired["status"], expired["code"], expired["cart_matches"]) == (
         "expired",
@@ -392,31 +298,33 @@ async def test_expiry_recovery_and_cleanup(make_pg_cart: MakePgCart) -> None:
     now = utcnow()
     assert await clean_up(cart.runtime, now=now) == Cleanup(expired=0, deleted=0)
     assert await clean_up(cart.runtime, now=now + timedelta(hours=2)) == Cleanup(0, deleted=1)
-    assert (await cart.session(old_id))["code"] == "session_not_found"
-    assert (await cart.session(new_id))["status"] == "completed"
+    assert (await cart.session(old_id)).json()["code"] == "session_not_found"
+    assert (await cart.session(new_id)).json()["status"] == "completed"
 
 
 async def test_an_item_withdrawn_after_the_session_is_refused_at_checkout(
-    make_pg_cart: MakePgCart,
+    make_pg_cart: MakeCart,
 ) -> None:
     cart = await make_pg_cart()
     cart_id = await cart.new_cart(pkg_10=1, vps_small=1)
     session_id = (await cart.open_session(cart_id)).json()["session_id"]
-    await cart.http.delete("/catalogue/items/vps-small", headers=OPERATOR)
+    await cart.http.delete(
+        "/catalogue/items/vps-small", headers=cart.as_user("olga", operator=True)
+    )
 
-    response = await cart.checkout(cart_id, "withdrawn", {"session_id": session_id})
+    response = await cart.checkout(cart_id, "withdrawn", body={"session_id": session_id})
 
     assert (response.status_code, response.json()["code"]) == (422, "item_unavailable")
     assert await cart.requested_for(cart_id) == []
 
 
-async def test_another_users_cart_and_session_are_not_found(make_pg_cart: MakePgCart) -> None:
+async def test_another_users_cart_and_session_are_not_found(make_pg_cart: MakeCart) -> None:
     cart = await make_pg_cart()
     cart_id = await cart.new_cart(pkg_10=1)
     session_id = (await cart.open_session(cart_id)).json()["session_id"]
 
-    assert (await cart.session(session_id, BOB))["http_status"] == 404
-    assert (await cart.open_session(cart_id, BOB)).status_code == 404
-    response = await cart.checkout(cart_id, "bob", {"session_id": session_id}, BOB)
+    assert (await cart.session(session_id, "bob")).status_code == 404
+    assert (await cart.open_session(cart_id, "bob")).status_code == 404
+    response = await cart.checkout(cart_id, "bob", "bob", body={"session_id": session_id})
     assert (response.status_code, response.json()["code"]) == (404, "cart_not_found")
-    assert (await cart.session(session_id))["status"] == "active"
+    assert (await cart.session(session_id)).json()["status"] == "active"

@@ -7,27 +7,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import pytest_asyncio
-from stack_helpers import running_stack
 
 from devstack.stack import JWT_SECRET, Stack
 from shared.auth import issue_token
+from tests.support.stack import OPERATOR_TOKEN, TERMINAL, grant, stack_fixture
 from tests.support.waiting import eventually
 
-TERMINAL = {"completed", "partially_completed", "cancelled", "refunded"}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    async with running_stack(postgres_admin_url, rabbitmq_url, tmp_path_factory) as stack:
-        yield stack
+stack = stack_fixture()
 
 
 class Shopper:
@@ -74,20 +63,6 @@ class Shopper:
 
         await eventually(terminal, within=30)
         return found
-
-
-def operator_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(JWT_SECRET, 'ops', roles=('operator',))}"}
-
-
-async def grant(stack: Stack, user_id: str, credits: int) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(
-            stack.url("payments") + f"/accounts/{user_id}/grants",
-            json={"credits": credits, "reason": "test grant"},
-            headers={**operator_headers(), "Idempotency-Key": f"grant-{user_id}"},
-        )
-        assert response.status_code in (200, 201), response.text
 
 
 async def restart_cart(stack: Stack) -> None:
@@ -138,7 +113,7 @@ async def test_switching_a_package_renews_the_session_across_a_restart(stack: St
                 "credit_price": 700,
                 "units_per_item": 20,
             },
-            headers=operator_headers(),
+            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
         )
         assert response.status_code == 200, response.text
     shopper = Shopper(stack, "switch")

@@ -7,23 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
 import httpx
-import pytest
-import pytest_asyncio
 from sqlalchemy import text
-from stack_helpers import (
-    TERMINAL,
-    Shopper,
-    failing_panel_overrides,
-    grant,
-    put_catalogue_item,
-    rows,
-    running_stack,
-)
 
 from chaos.invariants import InvariantResult, check_all
 from chaos.report import render, summary_counts
@@ -31,27 +19,28 @@ from chaos.snapshot import Snapshot, take_snapshot
 from devstack.stack import Stack
 from shared.db import make_engine
 from shared.topology import Names
+from tests.support.stack import (
+    TERMINAL,
+    Shopper,
+    failing_panel_overrides,
+    grant,
+    rows,
+    stack_fixture,
+)
 from tests.support.waiting import eventually
 
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    overrides = failing_panel_overrides("vps-broken")
-    async with running_stack(
-        postgres_admin_url, rabbitmq_url, tmp_path_factory, overrides
-    ) as stack:
-        await put_catalogue_item(
-            stack,
-            "vps-broken",
-            kind="server_plan",
-            name="A server the panel cannot build",
-            unit_price=2000,
-            currency="EUR",
-            units_per_item=1,
-        )
-        yield stack
+stack = stack_fixture(
+    failing_panel_overrides("vps-broken"),
+    catalogue={
+        "vps-broken": {
+            "kind": "server_plan",
+            "name": "A server the panel cannot build",
+            "unit_price": 2000,
+            "currency": "EUR",
+            "units_per_item": 1,
+        }
+    },
+)
 
 
 async def snapshot_of(stack: Stack) -> Snapshot:

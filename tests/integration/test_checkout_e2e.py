@@ -7,33 +7,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-import pytest_asyncio
-from stack_helpers import (
+
+from devstack.stack import Stack
+from tests.support.stack import (
     TERMINAL,
     Shopper,
     assert_messaging_settled,
     cart_status_is,
     grant,
     rows,
-    running_stack,
+    stack_fixture,
 )
-
-from devstack.stack import Stack
 from tests.support.waiting import eventually
 
 START_CREDITS = 1000
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    async with running_stack(postgres_admin_url, rabbitmq_url, tmp_path_factory) as stack:
-        yield stack
+stack = stack_fixture()
 
 
 async def test_credit_only_checkout_completes_and_every_service_agrees(stack: Stack) -> None:

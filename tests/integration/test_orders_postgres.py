@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 from services.orders import repository
 from services.orders.models import SagaInstance
-from shared.runtime import ServiceRuntime
+from tests.support.rig import ServiceRig
 
 
 async def test_a_second_reply_to_the_same_saga_waits_for_the_first_and_sees_its_result(
-    orders_runtime: ServiceRuntime,
+    orders_pg: ServiceRig,
 ) -> None:
-    runtime = orders_runtime
+    runtime = orders_pg.runtime
     now = datetime.now(UTC)
     async with runtime.transaction() as session:
         session.add(

@@ -12,53 +12,38 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.provisioning import repository
 from services.provisioning.bootstrap import build
-from services.provisioning.models import Entitlement, Job, outbox
+from services.provisioning.models import Entitlement, Job
 from services.provisioning.provisioners import (
     ItemOutcome,
     ItemToProvision,
     ProvisionContext,
     SessionPackageProvisioner,
 )
-from services.provisioning.settings import ProvisioningSettings
-from shared.memory_bus import MemoryBus
-from shared.messages import Contract, Envelope, payload_of
 from shared.messages import contracts as c
-from shared.migrations import upgrade_to_head
 from shared.runtime import ServiceRuntime
-from simulators.panel import PanelState, create_panel_app
-from tests.support.serving import serving
+from tests.support.provisioning import Panel, ProvisioningRig, provisioning_settings, served_panel
+from tests.support.rig import Rigs
 
 
 @pytest.fixture(scope="module")
-def panel() -> Iterator[tuple[str, PanelState]]:
-    app = create_panel_app(fail_plans={"srv-doomed"})
-    with serving(app, lifespan="off") as url:
-        yield url, app.state.panel
+def panel() -> Iterator[Panel]:
+    with served_panel() as served:
+        yield served
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def runtime(
-    fresh_database: Callable[[str], Awaitable[str]], panel: tuple[str, PanelState]
-) -> AsyncIterator[ServiceRuntime]:
-    settings = ProvisioningSettings(
-        database_url=await fresh_database("provisioning"),
-        broker_url="memory://",
-        jwt_secret=SecretStr("provisioning-pg-test-secret-long-enough"),
-        panel_url=panel[0],
-        panel_backoff_base_seconds=0.01,
-    )
-    bus = MemoryBus()
-    service = build(settings, bus=bus, auto_migrate=True)
-    await service.start()
-    yield service
-    await service.stop()
-    await bus.close()
+async def provisioning(
+    fresh_database: Callable[[str], Awaitable[str]], panel: Panel
+) -> AsyncIterator[ProvisioningRig]:
+    database_url = await fresh_database("provisioning")
+    async with Rigs() as rigs:
+        settings = provisioning_settings(database_url, panel_url=panel.url)
+        yield await rigs.start(ProvisioningRig, build, settings)
 
 
 def line(line_no: int, kind: c.ItemKind, item_id: str, units_per_item: int = 1) -> c.CheckoutLine:
@@ -83,26 +68,15 @@ LINES = (
 )
 
 
-async def send(runtime: ServiceRuntime, message: Contract, order_id: str) -> None:
-    await runtime.dispatcher(Envelope.wrap(message, correlation_id=order_id))
-
-
-async def emitted(runtime: ServiceRuntime, order_id: str) -> list[Contract]:
-    async with runtime.sessionmaker() as session:
-        rows = await session.execute(
-            select(outbox.c.body).where(outbox.c.correlation_id == order_id).order_by(outbox.c.seq)
-        )
-        return [payload_of(Envelope.model_validate_json(body)) for (body,) in rows]
-
-
 async def test_create_and_provision_a_mixed_order(
-    runtime: ServiceRuntime, panel: tuple[str, PanelState]
+    provisioning: ProvisioningRig, panel: Panel
 ) -> None:
     order_id = str(uuid.uuid4())
-    await send(runtime, c.CreateJob(order_id=order_id, user_id="alice", lines=LINES), order_id)
-    await send(runtime, c.ProvisionOrder(order_id=order_id), order_id)
+    create = c.CreateJob(order_id=order_id, user_id="alice", lines=LINES)
+    await provisioning.deliver(create, correlation_id=order_id)
+    await provisioning.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
 
-    created, grant, provisioned = await emitted(runtime, order_id)
+    created, grant, provisioned = await provisioning.messages_for(order_id)
     assert isinstance(created, c.JobCreated)
     assert grant == c.GrantCredits(
         grant_id=f"{order_id}:4",
@@ -119,7 +93,7 @@ async def test_create_and_provision_a_mixed_order(
         (4, "delivered"),
         (5, "scheduled"),
     ]
-    async with runtime.sessionmaker() as session:
+    async with provisioning.runtime.sessionmaker() as session:
         job = await repository.job_by_order(session, order_id)
         sessions = await session.scalar(
             select(func.sum(Entitlement.sessions)).where(Entitlement.order_id == order_id)
@@ -127,25 +101,27 @@ async def test_create_and_provision_a_mixed_order(
     assert job is not None and job.status == "partially_done"
     assert job.due_at is not None and job.due_at > datetime.now(UTC)
     assert sessions == 10
-    assert panel[1].servers[job.items[1].external_ref or ""]["order_id"] == order_id
+    assert panel.state.servers[job.items[1].external_ref or ""]["order_id"] == order_id
 
 
 async def test_concurrent_duplicates_make_one_job_and_one_delivery(
-    runtime: ServiceRuntime, panel: tuple[str, PanelState]
+    provisioning: ProvisioningRig, panel: Panel
 ) -> None:
     order_id = str(uuid.uuid4())
     create = c.CreateJob(order_id=order_id, user_id="bob", lines=LINES[:2])
-    await asyncio.gather(*(send(runtime, create, order_id) for _ in range(4)))
+    await asyncio.gather(*(provisioning.deliver(create, correlation_id=order_id) for _ in range(4)))
     provision = c.ProvisionOrder(order_id=order_id)
-    await asyncio.gather(*(send(runtime, provision, order_id) for _ in range(4)))
+    await asyncio.gather(
+        *(provisioning.deliver(provision, correlation_id=order_id) for _ in range(4))
+    )
 
-    messages = await emitted(runtime, order_id)
+    messages = await provisioning.messages_for(order_id)
     created = {m.job_id for m in messages if isinstance(m, c.JobCreated)}
     replies = [m for m in messages if isinstance(m, c.OrderProvisioned)]
     assert len(created) == 1 and len(replies) == 4
     assert all(r == replies[0] for r in replies)
-    assert panel[1].requests_by_key[f"{order_id}:2"] == 1
-    async with runtime.sessionmaker() as session:
+    assert panel.state.requests_by_key[f"{order_id}:2"] == 1
+    async with provisioning.runtime.sessionmaker() as session:
         jobs = await session.scalar(
             select(func.count()).select_from(Job).where(Job.order_id == order_id)
         )
@@ -156,7 +132,7 @@ async def test_concurrent_duplicates_make_one_job_and_one_delivery(
 
 
 async def test_the_database_refuses_an_entitlement_without_sessions(
-    runtime: ServiceRuntime,
+    provisioning: ProvisioningRig,
 ) -> None:
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
@@ -168,7 +144,7 @@ async def test_the_database_refuses_an_entitlement_without_sessions(
         "created_at": datetime.now(UTC),
     }
     with pytest.raises(IntegrityError, match="ck_entitlements_sessions_positive"):
-        async with runtime.transaction() as session:
+        async with provisioning.runtime.transaction() as session:
             await session.execute(insert(Entitlement).values(**row))
 
 
@@ -200,23 +176,20 @@ async def test_a_provision_order_that_waited_for_another_replays_what_it_stored(
     fresh_database: Callable[[str], Awaitable[str]],
 ) -> None:
     held = HeldPackages()
-    settings = ProvisioningSettings(
-        database_url=await fresh_database("provisioning_held"),
-        broker_url="memory://",
-        jwt_secret=SecretStr("provisioning-pg-test-secret-long-enough"),
-    )
-    service = build(settings, bus=MemoryBus(), provisioners={"session_package": held})
-    await upgrade_to_head(service.engine, service.spec.migrations_dir)
+    settings = provisioning_settings(await fresh_database("provisioning_held"))
+    service = await ProvisioningRig.start(build, settings, provisioners={"session_package": held})
     try:
         order_id = str(uuid.uuid4())
         lines = (line(1, "session_package", "pkg-5", 5), line(2, "session_package", "pkg-1"))
-        await send(service, c.CreateJob(order_id=order_id, user_id="cy", lines=lines), order_id)
-        first = asyncio.ensure_future(send(service, c.ProvisionOrder(order_id=order_id), order_id))
+        create = c.CreateJob(order_id=order_id, user_id="cy", lines=lines)
+        await service.deliver(create, correlation_id=order_id)
+        provision = c.ProvisionOrder(order_id=order_id)
+        first = asyncio.ensure_future(service.deliver(provision, correlation_id=order_id))
         await held.entered.wait()  # the first holds the job, waiting to provision
         # The second reads while the first has stored nothing yet, and waits for its lock.
-        second = asyncio.ensure_future(send(service, c.ProvisionOrder(order_id=order_id), order_id))
+        second = asyncio.ensure_future(service.deliver(provision, correlation_id=order_id))
         for _ in range(200):
-            if await lock_waiters(service) >= 1:
+            if await lock_waiters(service.runtime) >= 1:
                 break
             await asyncio.sleep(0.025)
         else:
@@ -224,13 +197,14 @@ async def test_a_provision_order_that_waited_for_another_replays_what_it_stored(
         held.go.set()
         await asyncio.gather(first, second)
 
-        replies = [m for m in await emitted(service, order_id) if isinstance(m, c.OrderProvisioned)]
+        messages = await service.messages_for(order_id)
+        replies = [m for m in messages if isinstance(m, c.OrderProvisioned)]
         assert len(replies) == 2 and replies[0] == replies[1]
         assert [(r.line_no, r.status) for r in replies[0].results] == [
             (1, "delivered"),
             (2, "delivered"),
         ]
-        async with service.sessionmaker() as session:
+        async with service.runtime.sessionmaker() as session:
             grants = await session.scalar(
                 select(func.count())
                 .select_from(Entitlement)
@@ -238,4 +212,4 @@ async def test_a_provision_order_that_waited_for_another_replays_what_it_stored(
             )
         assert grants == 2
     finally:
-        await service.engine.dispose()
+        await service.stop()

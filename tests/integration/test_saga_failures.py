@@ -6,60 +6,47 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-import pytest_asyncio
-from stack_helpers import (
+
+from devstack.stack import Stack
+from tests.support.stack import (
     TERMINAL,
     Shopper,
     assert_messaging_settled,
     balance,
     cart_status_is,
     grant,
+    history,
     ledger,
-    put_catalogue_item,
     rows,
-    running_stack,
+    stack_fixture,
 )
-
-from devstack.stack import Stack
 from tests.support.waiting import eventually
 
 STEP_TIMEOUT = 4  # seconds; short so the deadline tests run quickly
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    overrides = {
+stack = stack_fixture(
+    {
         "orders": {
             "ORDERS_STEP_TIMEOUT_SECONDS": str(STEP_TIMEOUT),
             "ORDERS_DEADLINE_POLL_SECONDS": "0.5",
         },
         "panel_sim": {"PANEL_SIM_FAIL_PLANS": "vps-broken"},
-    }
-    async with running_stack(
-        postgres_admin_url, rabbitmq_url, tmp_path_factory, overrides
-    ) as stack:
+    },
+    catalogue={
         # A session package with no sessions in it: provisioning rejects such a job outright.
-        await put_catalogue_item(
-            stack,
-            "pkg-empty",
-            kind="session_package",
-            name="Empty package",
-            unit_price=100,
-            currency="EUR",
-            credit_price=50,
-            units_per_item=0,
-        )
-        yield stack
-
-
-def history(order: dict[str, object]) -> list[str]:
-    return [h["status"] for h in order["history"]]  # type: ignore[attr-defined]
+        "pkg-empty": {
+            "kind": "session_package",
+            "name": "Empty package",
+            "unit_price": 100,
+            "currency": "EUR",
+            "credit_price": 50,
+            "units_per_item": 0,
+        }
+    },
+)
 
 
 async def job_status(stack: Stack, order_id: str) -> str | None:

@@ -4,13 +4,12 @@ provisioned (their share refunded, the rest delivered), and a payment that arriv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import pytest_asyncio
-from stack_helpers import (
+
+from devstack.stack import Stack
+from tests.support.stack import (
     TERMINAL,
     Shopper,
     assert_messaging_settled,
@@ -18,47 +17,27 @@ from stack_helpers import (
     cart_status_is,
     failing_panel_overrides,
     grant,
+    history,
     ledger,
-    put_catalogue_item,
     rows,
-    running_stack,
+    stack_fixture,
 )
-
-from devstack.stack import Stack
 from tests.support.waiting import eventually
 
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    overrides = failing_panel_overrides("vps-broken", "vps-broken-credits")
-    async with running_stack(
-        postgres_admin_url, rabbitmq_url, tmp_path_factory, overrides
-    ) as stack:
-        for item_id, credit_price in (("vps-broken", None), ("vps-broken-credits", 150)):
-            await put_catalogue_item(
-                stack,
-                item_id,
-                kind="server_plan",
-                name=f"Server {item_id}",
-                unit_price=2000,
-                currency="EUR",
-                credit_price=credit_price,
-                units_per_item=1,
-            )
-        yield stack
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url("stripe_sim"), timeout=10) as client:
-        yield client
-        await client.delete("/_sim/faults")  # faults are global to the simulator
-
-
-def history(order: dict[str, Any]) -> list[str]:
-    return [h["status"] for h in order["history"]]
+stack = stack_fixture(
+    failing_panel_overrides("vps-broken", "vps-broken-credits"),
+    catalogue={
+        item_id: {
+            "kind": "server_plan",
+            "name": f"Server {item_id}",
+            "unit_price": 2000,
+            "currency": "EUR",
+            "credit_price": credit_price,
+            "units_per_item": 1,
+        }
+        for item_id, credit_price in (("vps-broken", None), ("vps-broken-credits", 150))
+    },
+)
 
 
 async def pay(sim: httpx.AsyncClient, order: dict[str, Any], **body: Any) -> None:

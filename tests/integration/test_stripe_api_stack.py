@@ -10,14 +10,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
-from stack_helpers import TERMINAL, Shopper, rows, running_stack
 
-from devstack.stack import STRIPE_KEY, Stack
+from devstack.stack import Stack
 from shared.bus import RabbitBus
 from shared.messages import Envelope
 from shared.messages.contracts import RefundPayment
+from tests.support.stack import (
+    TERMINAL,
+    Shopper,
+    rows,
+    sessions_at_stripe,
+    set_faults,
+    stack_fixture,
+)
 from tests.support.waiting import eventually
 
 PAYMENTS_ENV = {
@@ -29,24 +35,7 @@ PAYMENTS_ENV = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    async with running_stack(
-        postgres_admin_url, rabbitmq_url, tmp_path_factory, {"payments": PAYMENTS_ENV}
-    ) as stack:
-        yield stack
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
-    async with httpx.AsyncClient(
-        base_url=stack.url("stripe_sim"), headers=headers, timeout=10
-    ) as client:
-        yield client
-        await client.delete("/_sim/faults")  # faults are global to the simulator
+stack = stack_fixture({"payments": PAYMENTS_ENV})
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -60,19 +49,8 @@ async def bus(stack: Stack, rabbitmq_url: str) -> AsyncIterator[RabbitBus]:
         await client.close()
 
 
-async def set_faults(sim: httpx.AsyncClient, **faults: Any) -> None:
-    response = await sim.post("/_sim/faults", json=faults)
-    assert response.status_code == 200, response.text
-
-
 async def counters(sim: httpx.AsyncClient) -> dict[str, int]:
     return dict((await sim.get("/_sim/faults")).json()["counters"])
-
-
-async def sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict[str, Any]]:
-    response = await sim.get("/v1/checkout/sessions", params={"limit": 100})
-    assert response.status_code == 200, response.text
-    return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
 
 
 async def session_rows(stack: Stack, order_id: str) -> list[dict[str, Any]]:

@@ -10,30 +10,29 @@ where a test calls it), not a timer that happens to fix things."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import pytest_asyncio
-from stack_helpers import (
+
+from devstack.stack import WEBHOOK_SECRET, Stack
+from tests.support.stack import (
     OPERATOR_TOKEN,
     TERMINAL,
     Shopper,
     assert_messaging_settled,
     balance,
     grant,
+    history,
     ledger,
     rows,
-    running_stack,
+    sessions_at_stripe,
+    set_faults,
+    stack_fixture,
 )
-
-from devstack.stack import STRIPE_KEY, WEBHOOK_SECRET, Stack
+from tests.support.stripe_sim import signed
 from tests.support.waiting import eventually
 
 # Payments settings of this module's stack: see the module docstring.
@@ -45,26 +44,7 @@ PAYMENTS_ENV = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    async with running_stack(
-        postgres_admin_url, rabbitmq_url, tmp_path_factory, {"payments": PAYMENTS_ENV}
-    ) as stack:
-        yield stack
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url("stripe_sim"), timeout=10) as client:
-        yield client
-        await client.delete("/_sim/faults")  # faults are global to the simulator
-
-
-async def set_faults(sim: httpx.AsyncClient, **faults: Any) -> None:
-    response = await sim.post("/_sim/faults", json=faults)
-    assert response.status_code == 200, response.text
+stack = stack_fixture({"payments": PAYMENTS_ENV})
 
 
 async def sim_call(sim: httpx.AsyncClient, path: str, **body: Any) -> dict[str, Any]:
@@ -80,10 +60,6 @@ async def awaiting_payment(stack: Stack) -> tuple[Shopper, str, str]:
     order = await shopper.wait_for(order_id, {"awaiting_payment"} | TERMINAL)
     assert order["status"] == "awaiting_payment", order
     return shopper, order_id, order["payment_url"].rsplit("/", 1)[-1]
-
-
-def history(order: dict[str, Any]) -> list[str]:
-    return [h["status"] for h in order["history"]]
 
 
 async def emitted(stack: Stack, message_type: str, order_id: str) -> int:
@@ -210,7 +186,7 @@ async def test_a_payment_reported_before_the_session_row_committed_is_applied_wi
     assert event["received_at"] < row["created_at"] <= event["processed_at"]
     assert (row["session_id"], row["status"]) == (session_id, "complete")
     assert await emitted(stack, "payments.payment_succeeded", order_id) == 1
-    assert len(await _sessions_at_stripe(sim, order_id)) == 1
+    assert len(await sessions_at_stripe(sim, order_id)) == 1
     counters = (await sim.get("/_sim/faults")).json()["counters"]
     assert counters["timeout_after_commit"] == 1
     # Our client really gave up on the first answer and got the session by its idempotency key.
@@ -341,21 +317,11 @@ async def test_a_lost_webhook_is_recovered_by_the_reconciler_once_even_racing_a_
 # --- helpers -----------------------------------------------------------------------------------
 
 
-async def _sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict[str, Any]]:
-    response = await sim.get(
-        "/v1/checkout/sessions",
-        params={"limit": 100},
-        headers={"Authorization": f"Bearer {STRIPE_KEY}"},
-    )
-    assert response.status_code == 200, response.text
-    return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
-
-
 async def _session_at_stripe(sim: httpx.AsyncClient, order_id: str) -> str:
     found: list[dict[str, Any]] = []
 
     async def created() -> bool:
-        found[:] = await _sessions_at_stripe(sim, order_id)
+        found[:] = await sessions_at_stripe(sim, order_id)
         return bool(found)
 
     await eventually(created, within=10)
@@ -388,9 +354,7 @@ async def _post_event(
 ) -> httpx.Response:
     headers = {"Content-Type": "application/json"}
     if secret is not None:
-        stamp = int(time.time()) if at is None else at
-        mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-        headers["Stripe-Signature"] = f"t={stamp},v1={mac.hexdigest()}"
+        headers["Stripe-Signature"] = signed(body, secret, at=at)
     async with httpx.AsyncClient(timeout=10) as http:
         return await http.post(
             stack.url("payments") + "/webhooks/stripe", content=body, headers=headers

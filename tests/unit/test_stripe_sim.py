@@ -3,187 +3,32 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
-from simulators.stripe.app import create_app, parse_params
-from simulators.stripe.config import SimConfig
+from simulators.stripe.app import parse_params
 from simulators.stripe.objects import (
     TEMPLATES_PATH,
     TEMPLATES_SOURCE,
     ParamError,
     extract_templates,
 )
-from tests.support.serving import loopback_socket, serving, url_of
-
-FIXTURES_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "fixtures3.json"
-API_KEY = "sk_test_sim_unit"
-WEBHOOK_SECRET = "whsec_unit_test_secret"
-
-
-@pytest.fixture(scope="module")
-def fixtures() -> dict[str, Any]:
-    resources: dict[str, Any] = json.loads(FIXTURES_PATH.read_text(encoding="utf-8"))["resources"]
-    return resources
-
-
-# --- harness: the simulator and a webhook receiver on loopback threads ----------
-
-
-class Clock:
-    """Wall clock plus an offset the test can push forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@dataclass
-class Sim:
-    url: str
-    config: SimConfig
-    clock: Clock
-
-    def client(self, api_key: str = API_KEY, **kwargs: Any) -> stripe.StripeClient:
-        return stripe.StripeClient(api_key, base_addresses={"api": self.url}, **kwargs)
-
-
-@contextmanager
-def running_sim(**overrides: Any) -> Iterator[Sim]:
-    sock = loopback_socket()
-    url = url_of(sock)
-    settings: dict[str, Any] = {
-        "api_key": API_KEY,
-        "webhook_secret": WEBHOOK_SECRET,
-        "public_url": url,
-        "webhook_url": None,
-        "webhook_backoff_base_seconds": 0.05,
-        "expiry_sweep_seconds": 0.05,
-    }
-    settings.update(overrides)
-    config = SimConfig(**settings)
-    clock = Clock()
-    with serving(create_app(config, clock=clock), sock=sock, lifespan="on"):
-        yield Sim(url, config, clock)
-
-
-@dataclass
-class Delivery:
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass
-class Receiver:
-    url: str
-    deliveries: queue.Queue[Delivery] = field(default_factory=queue.Queue)
-    # Number of upcoming requests to answer with HTTP 500 (to exercise retries).
-    fail_next: int = 0
-
-    def next(self, timeout: float = 5.0) -> Delivery:
-        return self.deliveries.get(timeout=timeout)
-
-    def drain(self) -> None:
-        while not self.deliveries.empty():
-            self.deliveries.get_nowait()
-
-
-@contextmanager
-def webhook_receiver() -> Iterator[Receiver]:
-    receiver: Receiver
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            receiver.deliveries.put(Delivery(body, {k.lower(): v for k, v in self.headers.items()}))
-            status = 200
-            if receiver.fail_next > 0:
-                receiver.fail_next -= 1
-                status = 500
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with webhook_receiver() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def sim(receiver: Receiver) -> Iterator[Sim]:
-    with running_sim(webhook_url=receiver.url) as s:
-        yield s
-
-
-@pytest.fixture
-def client(sim: Sim) -> stripe.StripeClient:
-    return sim.client()
-
-
-def session_params(**overrides: Any) -> Any:
-    # Any, not the SDK's SessionCreateParams TypedDict: tests mutate and extend these freely.
-    params: dict[str, Any] = {
-        "mode": "payment",
-        "line_items": [
-            {
-                "price_data": {
-                    "currency": "eur",
-                    "unit_amount": 1500,
-                    "product_data": {"name": "Credits pack"},
-                },
-                "quantity": 2,
-            },
-            {
-                "price_data": {
-                    "currency": "eur",
-                    "unit_amount": 499,
-                    "product_data": {"name": "Session package"},
-                },
-                "quantity": 1,
-            },
-        ],
-        "client_reference_id": "order-123",
-        "metadata": {"order_id": "order-123"},
-        "success_url": "https://shop.example/success?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "https://shop.example/cancel",
-    }
-    params.update(overrides)
-    return params
-
-
-def raw_json(obj: stripe.StripeObject) -> dict[str, Any]:
-    assert obj.last_response is not None
-    data: dict[str, Any] = json.loads(obj.last_response.body)
-    return data
+from tests.support.stripe_sim import (
+    API_KEY,
+    FIXTURES_PATH,
+    WEBHOOK_SECRET,
+    Delivery,
+    Receiver,
+    Sim,
+    raw_json,
+    running_sim,
+    session_params,
+    webhook_receiver,
+)
 
 
 def pay_via_page(sim: Sim, session_id: str) -> httpx.Response:

@@ -16,8 +16,7 @@ import httpx
 import pytest
 import stripe
 
-# The harness lives with the original simulator tests (tests/unit is on sys.path).
-from test_stripe_sim import (
+from tests.support.stripe_sim import (
     WEBHOOK_SECRET,
     Delivery,
     Receiver,
@@ -30,7 +29,7 @@ from test_stripe_sim import (
 
 @pytest.fixture
 def rig() -> Iterator[tuple[Sim, Receiver]]:
-    with webhook_receiver() as receiver, running_sim(webhook_url=receiver.url) as sim:
+    with webhook_receiver() as receiver, running_sim(receiver=receiver) as sim:
         yield sim, receiver
 
 

@@ -7,49 +7,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
-# The harness lives with the original simulator tests (tests/unit is on sys.path).
-from test_stripe_sim import (
-    FIXTURES_PATH,
+from simulators.stripe.config import SimConfig
+from tests.support.stripe_sim import (
     WEBHOOK_SECRET,
     Receiver,
     Sim,
     raw_json,
     running_sim,
     session_params,
-    webhook_receiver,
 )
-
-from simulators.stripe.config import SimConfig
-
-
-@pytest.fixture(scope="module")
-def fixtures() -> dict[str, Any]:
-    resources: dict[str, Any] = json.loads(FIXTURES_PATH.read_text(encoding="utf-8"))["resources"]
-    return resources
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with webhook_receiver() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def sim(receiver: Receiver) -> Iterator[Sim]:
-    with running_sim(webhook_url=receiver.url) as s:
-        yield s
-
-
-@pytest.fixture
-def client(sim: Sim) -> stripe.StripeClient:
-    return sim.client()
 
 
 def sim_post(sim: Sim, path: str, body: dict[str, Any] | None = None) -> httpx.Response:

@@ -4,10 +4,9 @@ still answered, and checkouts are taken again once the backlog drains."""
 
 from __future__ import annotations
 
-from cart_rig import MakeCart
-
 from shared.memory_bus import MemoryBus
 from shared.messages.contracts import ORDERS
+from tests.support.cart import MakeCart
 from tests.support.waiting import eventually
 
 

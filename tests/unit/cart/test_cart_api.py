@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cart_rig import CartRig
+from tests.support.cart import CartRig
 
 OPERATOR = CartRig.as_user("olga", operator=True)
 ALICE = CartRig.as_user("alice")

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from cart_rig import CartRig
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from services.cart.models import CatalogueItem, utcnow
 from shared.messages.contracts import CheckoutRequested
+from tests.support.cart import CartRig
 
 ALICE = CartRig.as_user("alice")
 HOUR = timedelta(hours=1)

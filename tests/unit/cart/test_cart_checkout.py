@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from cart_rig import CartRig
-
 from shared.messages.contracts import CheckoutRequested
+from tests.support.cart import CartRig
 
 ALICE = CartRig.as_user("alice")
 REQUESTED = CheckoutRequested.TYPE

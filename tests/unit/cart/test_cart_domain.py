@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.cart import domain
 from services.cart.domain import LineItem
+from tests.support.strategies import line_items
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -134,20 +135,6 @@ def test_request_hash_tells_a_retry_from_a_different_request() -> None:
     with_session = domain.request_hash("cart-1", use_credits=None, session_id="s-1")
     assert with_session != domain.request_hash("cart-1", use_credits=None, session_id="s-2")
     assert with_session != domain.request_hash("cart-1", use_credits=True, session_id="s-1")
-
-
-kinds = st.sampled_from(["credit_pack", "session_package", "server_plan", "service_job"])
-line_items = st.builds(
-    LineItem,
-    item_id=st.from_regex(r"[a-z]{1,8}-[0-9]{1,3}", fullmatch=True),
-    kind=kinds,
-    name=st.text(min_size=1, max_size=20),
-    quantity=st.integers(min_value=1, max_value=99),
-    unit_price=st.integers(min_value=0, max_value=10**7),
-    currency=st.just("EUR"),
-    credit_price=st.none() | st.integers(min_value=0, max_value=10**6),
-    units_per_item=st.integers(min_value=0, max_value=1000),
-)
 
 
 @given(items=st.lists(line_items, min_size=1, max_size=12), use_credits=st.booleans())

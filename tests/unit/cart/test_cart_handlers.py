@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cart_rig import CartRig
 from sqlalchemy import func, select
 
 from services.cart.models import inbox
 from shared.messages.contracts import CheckoutRequested, OrderCancelled, OrderCompleted
+from tests.support.cart import CartRig
 
 ALICE = CartRig.as_user("alice")
 

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.cart import domain
-from services.cart import session_domain as rules
+from services.cart.checkout_sessions import rules
+from services.cart.checkout_sessions.rules import CartFacts, SessionFacts
 from services.cart.domain import LineItem
-from services.cart.session_domain import CartFacts, SessionFacts
+from tests.support.strategies import line_items
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -197,18 +198,6 @@ def test_a_cart_that_cannot_be_priced_has_no_current_hash() -> None:
     )
 
 
-kinds = st.sampled_from(["credit_pack", "session_package", "server_plan", "service_job"])
-line_items = st.builds(
-    LineItem,
-    item_id=st.from_regex(r"[a-z]{1,8}-[0-9]{1,3}", fullmatch=True),
-    kind=kinds,
-    name=st.text(min_size=1, max_size=20),
-    quantity=st.integers(min_value=1, max_value=99),
-    unit_price=st.integers(min_value=0, max_value=10**7),
-    currency=st.just("EUR"),
-    credit_price=st.none() | st.integers(min_value=0, max_value=10**6),
-    units_per_item=st.integers(min_value=0, max_value=1000),
-)
 distinct_items = st.lists(line_items, min_size=1, max_size=8, unique_by=lambda i: i.item_id)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from cart_rig import CartRig, MakeCart
 from sqlalchemy import select
 
+from services.cart.checkout_sessions.service import Cleanup, clean_up
 from services.cart.models import CheckoutSession, utcnow
-from services.cart.sessions import Cleanup, clean_up
 from shared.messages.contracts import CheckoutRequested
+from tests.support.cart import CartRig, MakeCart
 from tests.support.waiting import eventually
 
 TTL = 1

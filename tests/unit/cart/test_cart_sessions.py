@@ -7,13 +7,13 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from cart_rig import CartRig
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.cart import repository as repo
+from services.cart.checkout_sessions import store
 from services.cart.models import CheckoutSession, utcnow
 from shared.messages.contracts import CheckoutRequested, OrderCancelled
+from tests.support.cart import CartRig
 
 ALICE = CartRig.as_user("alice")
 REQUESTED = CheckoutRequested.TYPE
@@ -381,10 +381,10 @@ async def test_completing_a_session_is_a_conditional_update_that_succeeds_once(
     expired_id = (await cart.open_session(expired_cart)).json()["session_id"]
 
     async with cart.runtime.transaction() as session:
-        again = await repo.complete_session(
+        again = await store.complete_session(
             session, session_id=session_id, checkout_id=first["checkout_id"], now=utcnow()
         )
-        late = await repo.complete_session(
+        late = await store.complete_session(
             session,
             session_id=expired_id,
             checkout_id=first["checkout_id"],

@@ -11,67 +11,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from alembic import command
-from cart_rig import CartRig, cart_settings, stop
-from sqlalchemy import Connection
 
 from services.cart import repository as repo
 from services.cart.bootstrap import MIGRATIONS, OrphanCartLines, build
-from shared.db import make_engine
-from shared.memory_bus import MemoryBus
-from shared.migrations import SchemaNotAtHead, alembic_config
-from shared.runtime import ServiceRuntime
+from shared.migrations import SchemaNotAtHead
+from tests.support.cart import CartRig, cart_settings
+from tests.support.migrations import migrated_to
+from tests.support.rig import sqlite_url
 
 
-async def started(db_file: Path, **settings: Any) -> tuple[ServiceRuntime, MemoryBus]:
-    bus = MemoryBus()
-    runtime = build(cart_settings(db_file, **settings), bus=bus, auto_migrate=True)
-    await runtime.start()
-    return runtime, bus
+async def started(db_file: Path, *, auto_migrate: bool = True, **overrides: Any) -> CartRig:
+    settings = cart_settings(sqlite_url(db_file), **overrides)
+    return await CartRig.start(build, settings, auto_migrate=auto_migrate)
 
 
-async def stopped(runtime: ServiceRuntime, bus: MemoryBus) -> None:
-    await stop(runtime, bus)
-
-
-async def catalogue_of(runtime: ServiceRuntime) -> dict[str, bool]:
-    transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://cart") as http:
-        items = (await http.get("/catalogue")).json()["items"]
+async def catalogue_of(cart: CartRig) -> dict[str, bool]:
+    items = (await cart.http.get("/catalogue")).json()["items"]
     return {item["id"]: item["active"] for item in items}
 
 
 async def test_the_catalogue_is_seeded_only_when_empty(tmp_path: Path) -> None:
     db = tmp_path / "cart.db"
-    runtime, bus = await started(db)
-    assert await catalogue_of(runtime) == dict.fromkeys(
+    cart = await started(db)
+    assert await catalogue_of(cart) == dict.fromkeys(
         ["credits-100", "pkg-10", "setup-job", "vps-small"], True
     )
-    async with runtime.transaction() as session:
+    async with cart.runtime.transaction() as session:
         await repo.deactivate_item(session, "pkg-10")
-    await stopped(runtime, bus)
+    await cart.stop()
 
-    runtime, bus = await started(db)  # a restart must not undo the operator's change
+    cart = await started(db)  # a restart must not undo the operator's change
     try:
-        assert "pkg-10" not in await catalogue_of(runtime)
+        assert "pkg-10" not in await catalogue_of(cart)
     finally:
-        await stopped(runtime, bus)
+        await cart.stop()
 
 
 async def test_seeding_can_be_switched_off(tmp_path: Path) -> None:
-    runtime, bus = await started(tmp_path / "cart.db", seed_catalogue=False)
+    cart = await started(tmp_path / "cart.db", seed_catalogue=False)
     try:
-        assert await catalogue_of(runtime) == {}
+        assert await catalogue_of(cart) == {}
     finally:
-        await stopped(runtime, bus)
+        await cart.stop()
 
 
 async def test_a_cart_line_without_its_catalogue_item_refuses_the_start(tmp_path: Path) -> None:
     db = tmp_path / "cart.db"
-    runtime, bus = await started(db)
-    await stopped(runtime, bus)
+    await (await started(db)).stop()
     # What an old SQLite file written with foreign keys off can contain.
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA foreign_keys=OFF")
@@ -84,16 +71,12 @@ async def test_a_cart_line_without_its_catalogue_item_refuses_the_start(tmp_path
         )
     conn.close()
 
-    bus = MemoryBus()
-    runtime = build(cart_settings(db), bus=bus, auto_migrate=True)
     with pytest.raises(OrphanCartLines, match=r"missing catalogue items \['pkg-gone'\]"):
-        await runtime.start()
-    await stopped(runtime, bus)
+        await started(db)
 
 
 async def test_the_database_itself_refuses_a_line_without_its_item(tmp_path: Path) -> None:
-    runtime, bus = await started(tmp_path / "cart.db")
-    await stopped(runtime, bus)
+    await (await started(tmp_path / "cart.db")).stop()
 
     with sqlite3.connect(tmp_path / "cart.db") as conn:
         conn.execute("PRAGMA foreign_keys=ON")
@@ -117,21 +100,6 @@ async def test_the_database_itself_refuses_a_line_without_its_item(tmp_path: Pat
 BEFORE_SESSIONS = "0aa48c8246e0"
 
 
-async def migrated_to(db_file: Path, revision: str) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{db_file}")
-    config = alembic_config(MIGRATIONS)
-
-    def upgrade(connection: Connection) -> None:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
-
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(upgrade)
-    finally:
-        await engine.dispose()
-
-
 def cart_cli(db_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cart", *args],
@@ -151,12 +119,10 @@ async def test_a_schema_behind_the_code_refuses_the_start_with_a_clear_line(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "cart.db"
-    await migrated_to(db, BEFORE_SESSIONS)
+    await migrated_to(sqlite_url(db), MIGRATIONS, BEFORE_SESSIONS)
 
-    runtime = build(cart_settings(db), bus=MemoryBus(), auto_migrate=False)
     with pytest.raises(SchemaNotAtHead, match=rf"at \['{BEFORE_SESSIONS}'\], code expects"):
-        await runtime.start()
-    await runtime.engine.dispose()
+        await started(db, auto_migrate=False)
 
     refused = await asyncio.to_thread(cart_cli, db)
     assert refused.returncode == 2, refused.stderr
@@ -168,7 +134,7 @@ async def test_the_sessions_revision_keeps_existing_carts_and_they_check_out(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "cart.db"
-    await migrated_to(db, BEFORE_SESSIONS)
+    await migrated_to(sqlite_url(db), MIGRATIONS, BEFORE_SESSIONS)
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(
@@ -188,20 +154,15 @@ async def test_the_sessions_revision_keeps_existing_carts_and_they_check_out(
     migrated = await asyncio.to_thread(cart_cli, db, "migrate")
     assert migrated.returncode == 0, migrated.stderr
 
-    bus = MemoryBus()
-    runtime = build(cart_settings(db), bus=bus, auto_migrate=False)
-    await runtime.start()
+    cart = await started(db, auto_migrate=False)
     try:
-        transport = httpx.ASGITransport(app=runtime.app(manage_lifecycle=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://cart") as http:
-            rig = CartRig(runtime, http)
-            view = (await http.get("/carts/c-old", headers=rig.as_user())).json()
-            session = await rig.open_session("c-old")
-            checkout = await rig.checkout(
-                "c-old", "old-cart", body={"session_id": session.json()["session_id"]}
-            )
+        view = (await cart.http.get("/carts/c-old", headers=cart.as_user())).json()
+        session = await cart.open_session("c-old")
+        checkout = await cart.checkout(
+            "c-old", "old-cart", body={"session_id": session.json()["session_id"]}
+        )
     finally:
-        await stopped(runtime, bus)
+        await cart.stop()
 
     assert [(x["item_id"], x["quantity"], x["available"]) for x in view["lines"]] == [
         ("pkg-10", 2, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.orders.refunds import share_of_failed
+from services.orders.saga.refunds import share_of_failed
 from shared.messages.contracts import CheckoutLine
 
 

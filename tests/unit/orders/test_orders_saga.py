@@ -6,16 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.saga import (
-    OrderStatus,
-    SagaState,
-    Step,
-    Timing,
-    cancel,
-    on_deadline,
-    react,
-    start,
-)
+from services.orders.saga.machine import cancel, on_deadline, react, start
+from services.orders.saga.state import OrderStatus, SagaState, Step, Timing
 from shared.messages import Contract
 from shared.messages import contracts as c
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from services.orders.saga import cancel, on_deadline, react, start
-from services.orders.saga_state import TERMINAL, OrderStatus, SagaState, Step, Timing
+from services.orders.saga.machine import cancel, on_deadline, react, start
+from services.orders.saga.state import TERMINAL, OrderStatus, SagaState, Step, Timing
 from shared.messages import Contract
 from shared.messages import contracts as c
 

@@ -8,49 +8,30 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from payments_support import payments_settings
-from sim_support import SIM_KEY, SIM_WEBHOOK_SECRET, Sim, WebhookRecorder, settings_on_sim
 
 from services.payments.bootstrap import build
-from shared.memory_bus import MemoryBus
-from shared.runtime import ServiceRuntime
-from simulators.stripe import app as sim_app
-from simulators.stripe.config import SimConfig
-from tests.support.serving import loopback_socket, serving, url_of
+from tests.support.payments import payments_settings, settings_on_sim
+from tests.support.rig import Rigs, ServiceRig, sqlite_url
+from tests.support.stripe_sim import Sim, running_sim, webhook_receiver
 
 
 @pytest_asyncio.fixture
-async def payments(tmp_path: Path) -> AsyncIterator[ServiceRuntime]:
-    runtime = build(payments_settings(tmp_path), bus=MemoryBus(), auto_migrate=True)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
+async def payments(tmp_path: Path) -> AsyncIterator[ServiceRig]:
+    settings = payments_settings(sqlite_url(tmp_path / "payments.db"))
+    async with Rigs() as rigs:
+        yield await rigs.start(ServiceRig, build, settings)
 
 
 @pytest.fixture(scope="module")
 def stripe_sim() -> Iterator[Sim]:
-    hooks = WebhookRecorder()
-    with serving(hooks) as receiver_url:
-        sock = loopback_socket()
-        config = SimConfig(
-            webhook_url=f"{receiver_url}/webhooks/stripe",
-            webhook_secret=SIM_WEBHOOK_SECRET,
-            api_key=SIM_KEY,
-            public_url=url_of(sock),
-            webhook_backoff_base_seconds=0.05,
-        )
-        with serving(sim_app.create_app(config), sock=sock) as url:
-            yield Sim(url, hooks)
+    """The simulator sends its webhooks to a receiver: tests forward what it received, so each
+    test decides when and how often an event reaches the service."""
+    with webhook_receiver() as receiver, running_sim(receiver=receiver) as sim:
+        yield sim
 
 
 @pytest_asyncio.fixture
-async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRuntime]:
-    settings = settings_on_sim(tmp_path, stripe_sim)
-    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
+async def payments_on_sim(tmp_path: Path, stripe_sim: Sim) -> AsyncIterator[ServiceRig]:
+    settings = settings_on_sim(sqlite_url(tmp_path / "payments.db"), stripe_sim)
+    async with Rigs() as rigs:
+        yield await rigs.start(ServiceRig, build, settings)

@@ -2,54 +2,54 @@
 
 from __future__ import annotations
 
-from payments_support import bearer, client, emitted, new_order_id, send
-
 from shared.messages.contracts import CreditsGranted, GrantCredits, ReserveCredits
-from shared.runtime import ServiceRuntime
+from tests.support.rig import ServiceRig, as_user, new_order_id
 
 
-async def test_my_balance_is_zero_without_an_account(payments: ServiceRuntime) -> None:
-    async with client(payments) as http:
-        response = await http.get("/accounts/me", headers=bearer("newcomer"))
+async def test_my_balance_is_zero_without_an_account(payments: ServiceRig) -> None:
+    http = payments.http
+    response = await http.get("/accounts/me", headers=as_user("newcomer"))
 
     assert response.status_code == 200
     assert response.json() == {"user_id": "newcomer", "available": 0, "reserved": 0}
 
 
-async def test_my_balance_shows_available_and_reserved(payments: ServiceRuntime) -> None:
+async def test_my_balance_shows_available_and_reserved(payments: ServiceRig) -> None:
     order = new_order_id()
-    await send(
-        payments, GrantCredits(grant_id="g1", user_id="amy", credits=50, reason="t"), trace_id="t"
+    await payments.deliver(
+        GrantCredits(grant_id="g1", user_id="amy", credits=50, reason="t"), correlation_id="t"
     )
-    await send(payments, ReserveCredits(order_id=order, user_id="amy", credits=20), trace_id=order)
+    await payments.deliver(
+        ReserveCredits(order_id=order, user_id="amy", credits=20), correlation_id=order
+    )
 
-    async with client(payments) as http:
-        mine = await http.get("/accounts/me", headers=bearer("amy"))
-        theirs = await http.get("/accounts/me", headers=bearer("someone-else"))
+    http = payments.http
+    mine = await http.get("/accounts/me", headers=as_user("amy"))
+    theirs = await http.get("/accounts/me", headers=as_user("someone-else"))
 
     assert mine.json() == {"user_id": "amy", "available": 30, "reserved": 20}
     assert theirs.json()["available"] == 0
 
 
-async def test_balance_needs_a_token(payments: ServiceRuntime) -> None:
-    async with client(payments) as http:
-        response = await http.get("/accounts/me")
+async def test_balance_needs_a_token(payments: ServiceRig) -> None:
+    http = payments.http
+    response = await http.get("/accounts/me")
 
     assert response.status_code == 401
     assert response.json()["code"] == "missing_token"
 
 
 async def test_an_operator_grant_adds_credits_once_per_idempotency_key(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     body = {"credits": 40, "reason": "goodwill"}
-    headers = {**bearer("op-1", operator=True), "Idempotency-Key": "ticket-77"}
+    headers = {**as_user("op-1", operator=True), "Idempotency-Key": "ticket-77"}
 
-    async with client(payments) as http:
-        first = await http.post("/accounts/bea/grants", json=body, headers=headers)
-        again = await http.post("/accounts/bea/grants", json=body, headers=headers)
-        mine = await http.get("/accounts/me", headers=bearer("bea"))
-        ledger = await http.get("/accounts/bea/ledger", headers=bearer("op-1", operator=True))
+    http = payments.http
+    first = await http.post("/accounts/bea/grants", json=body, headers=headers)
+    again = await http.post("/accounts/bea/grants", json=body, headers=headers)
+    mine = await http.get("/accounts/me", headers=as_user("bea"))
+    ledger = await http.get("/accounts/bea/ledger", headers=as_user("op-1", operator=True))
 
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json() == {"user_id": "bea", "available": 40, "reserved": 0}
@@ -59,38 +59,36 @@ async def test_an_operator_grant_adds_credits_once_per_idempotency_key(
     assert entry["reference"] == "grant:api:ticket-77"
     assert entry["memo"] == "goodwill (by operator op-1)"
     assert entry["trace_id"] == first.headers["X-Trace-Id"]
-    [granted] = await emitted(payments, CreditsGranted.TYPE)
+    [granted] = await payments.emitted(CreditsGranted.TYPE)
     assert granted.payload == {"grant_id": "api:ticket-77", "user_id": "bea", "credits": 40}
 
 
 async def test_reusing_an_idempotency_key_for_another_grant_is_a_conflict(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
-    headers = {**bearer("op-1", operator=True), "Idempotency-Key": "k-1"}
+    headers = {**as_user("op-1", operator=True), "Idempotency-Key": "k-1"}
 
-    async with client(payments) as http:
-        await http.post("/accounts/cy/grants", json={"credits": 5, "reason": "a"}, headers=headers)
-        other = await http.post(
-            "/accounts/cy/grants", json={"credits": 6, "reason": "a"}, headers=headers
-        )
-        mine = await http.get("/accounts/me", headers=bearer("cy"))
+    http = payments.http
+    await http.post("/accounts/cy/grants", json={"credits": 5, "reason": "a"}, headers=headers)
+    other = await http.post(
+        "/accounts/cy/grants", json={"credits": 6, "reason": "a"}, headers=headers
+    )
+    mine = await http.get("/accounts/me", headers=as_user("cy"))
 
     assert other.status_code == 409
     assert other.json()["code"] == "idempotency_key_reused"
     assert mine.json()["available"] == 5
 
 
-async def test_a_grant_needs_the_operator_role(payments: ServiceRuntime) -> None:
+async def test_a_grant_needs_the_operator_role(payments: ServiceRig) -> None:
     body = {"credits": 10, "reason": "self-service"}
 
-    async with client(payments) as http:
-        as_shopper = await http.post(
-            "/accounts/dan/grants", json=body, headers={**bearer("dan"), "Idempotency-Key": "k"}
-        )
-        anonymous = await http.post(
-            "/accounts/dan/grants", json=body, headers={"Idempotency-Key": "k"}
-        )
-        mine = await http.get("/accounts/me", headers=bearer("dan"))
+    http = payments.http
+    as_shopper = await http.post(
+        "/accounts/dan/grants", json=body, headers={**as_user("dan"), "Idempotency-Key": "k"}
+    )
+    anonymous = await http.post("/accounts/dan/grants", json=body, headers={"Idempotency-Key": "k"})
+    mine = await http.get("/accounts/me", headers=as_user("dan"))
 
     assert as_shopper.status_code == 403
     assert as_shopper.json()["code"] == "operator_only"
@@ -98,41 +96,41 @@ async def test_a_grant_needs_the_operator_role(payments: ServiceRuntime) -> None
     assert mine.json()["available"] == 0
 
 
-async def test_a_grant_needs_an_idempotency_key_and_a_valid_body(payments: ServiceRuntime) -> None:
-    operator = bearer("op-1", operator=True)
+async def test_a_grant_needs_an_idempotency_key_and_a_valid_body(payments: ServiceRig) -> None:
+    operator = as_user("op-1", operator=True)
 
-    async with client(payments) as http:
-        no_key = await http.post(
-            "/accounts/eve/grants", json={"credits": 1, "reason": "x"}, headers=operator
-        )
-        negative = await http.post(
-            "/accounts/eve/grants",
-            json={"credits": -1, "reason": "x"},
-            headers={**operator, "Idempotency-Key": "k-2"},
-        )
-        extra = await http.post(
-            "/accounts/eve/grants",
-            json={"credits": 1, "reason": "x", "user_id": "mallory"},
-            headers={**operator, "Idempotency-Key": "k-3"},
-        )
+    http = payments.http
+    no_key = await http.post(
+        "/accounts/eve/grants", json={"credits": 1, "reason": "x"}, headers=operator
+    )
+    negative = await http.post(
+        "/accounts/eve/grants",
+        json={"credits": -1, "reason": "x"},
+        headers={**operator, "Idempotency-Key": "k-2"},
+    )
+    extra = await http.post(
+        "/accounts/eve/grants",
+        json={"credits": 1, "reason": "x", "user_id": "mallory"},
+        headers={**operator, "Idempotency-Key": "k-3"},
+    )
 
     assert no_key.status_code == 400
     assert no_key.json()["code"] == "idempotency_key_required"
     assert negative.status_code == extra.status_code == 422
 
 
-async def test_the_ledger_is_for_operators_and_pages(payments: ServiceRuntime) -> None:
+async def test_the_ledger_is_for_operators_and_pages(payments: ServiceRig) -> None:
     for n in range(3):
         grant = GrantCredits(grant_id=f"p{n}", user_id="fay", credits=n + 1, reason="t")
-        await send(payments, grant, trace_id="t")
+        await payments.deliver(grant, correlation_id="t")
 
-    async with client(payments) as http:
-        denied = await http.get("/accounts/fay/ledger", headers=bearer("fay"))
-        page1 = await http.get("/accounts/fay/ledger?limit=2", headers=bearer("op", operator=True))
-        after = page1.json()["next_after_id"]
-        page2 = await http.get(
-            f"/accounts/fay/ledger?limit=2&after_id={after}", headers=bearer("op", operator=True)
-        )
+    http = payments.http
+    denied = await http.get("/accounts/fay/ledger", headers=as_user("fay"))
+    page1 = await http.get("/accounts/fay/ledger?limit=2", headers=as_user("op", operator=True))
+    after = page1.json()["next_after_id"]
+    page2 = await http.get(
+        f"/accounts/fay/ledger?limit=2&after_id={after}", headers=as_user("op", operator=True)
+    )
 
     assert denied.status_code == 403
     assert [e["amount"] for e in page1.json()["entries"]] == [1, 2]

@@ -9,31 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from payments_support import bearer, client, emitted
-from sim_support import (
-    Sim,
-    forward,
-    send_create,
-    settings_on_sim,
-    stored_session,
-    webhooks_of,
-)
 
 from services.payments.bootstrap import build
-from shared.memory_bus import MemoryBus
 from shared.messages.contracts import PaymentExpired, PaymentFailed, PaymentSucceeded
-from shared.runtime import ServiceRuntime
+from tests.support.payments import forward, send_create, settings_on_sim, stored_session
+from tests.support.rig import ServiceRig, as_user, sqlite_url
+from tests.support.stripe_sim import Sim, webhooks_of
 
 
-async def reconcile(runtime: ServiceRuntime, **params: Any) -> httpx.Response:
-    async with client(runtime) as http:
-        return await http.post(
-            "/operator/reconcile", params=params, headers=bearer("ops", operator=True)
-        )
+async def reconcile(payments: ServiceRig, **params: Any) -> httpx.Response:
+    return await payments.http.post(
+        "/operator/reconcile", params=params, headers=as_user("ops", operator=True)
+    )
 
 
 async def test_a_payment_whose_webhook_was_lost_is_found_by_the_reconciler_once(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order = str(uuid.uuid4())
     session_id = await send_create(payments_on_sim, order)
@@ -59,7 +50,7 @@ async def test_a_payment_whose_webhook_was_lost_is_found_by_the_reconciler_once(
         }
     ]
     assert again.json()["changed"] == []
-    [succeeded] = await emitted(payments_on_sim, PaymentSucceeded.TYPE)
+    [succeeded] = await payments_on_sim.emitted(PaymentSucceeded.TYPE)
     assert succeeded.payload == {
         "order_id": order,
         "session_id": session_id,
@@ -74,7 +65,7 @@ async def test_a_payment_whose_webhook_was_lost_is_found_by_the_reconciler_once(
 
 
 async def test_an_expired_session_is_reconciled_to_payment_expired(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order = str(uuid.uuid4())
     session_id = await send_create(payments_on_sim, order)
@@ -83,12 +74,12 @@ async def test_an_expired_session_is_reconciled_to_payment_expired(
     found = await reconcile(payments_on_sim, older_than_seconds=0)
 
     assert [c["status"] for c in found.json()["changed"]] == ["expired"]
-    [expired] = await emitted(payments_on_sim, PaymentExpired.TYPE)
+    [expired] = await payments_on_sim.emitted(PaymentExpired.TYPE)
     assert expired.payload == {"order_id": order, "session_id": session_id}
 
 
 async def test_a_delayed_payment_is_followed_through_processing_to_failed(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order = str(uuid.uuid4())
     session_id = await send_create(payments_on_sim, order)
@@ -104,13 +95,13 @@ async def test_a_delayed_payment_is_followed_through_processing_to_failed(
     assert [(c["status_before"], c["status"]) for c in failed.json()["changed"]] == [
         ("processing", "failed")
     ]
-    [payment_failed] = await emitted(payments_on_sim, PaymentFailed.TYPE)
+    [payment_failed] = await payments_on_sim.emitted(PaymentFailed.TYPE)
     assert payment_failed.payload["order_id"] == order
-    assert await emitted(payments_on_sim, PaymentSucceeded.TYPE) == []
+    assert await payments_on_sim.emitted(PaymentSucceeded.TYPE) == []
 
 
 async def test_a_delayed_payment_that_succeeds_is_reconciled_to_payment_succeeded(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order = str(uuid.uuid4())
     session_id = await send_create(payments_on_sim, order)
@@ -120,13 +111,13 @@ async def test_a_delayed_payment_that_succeeds_is_reconciled_to_payment_succeede
     found = await reconcile(payments_on_sim, older_than_seconds=0)
 
     assert [c["status"] for c in found.json()["changed"]] == ["complete"]
-    assert len(await emitted(payments_on_sim, PaymentSucceeded.TYPE)) == 1
+    assert len(await payments_on_sim.emitted(PaymentSucceeded.TYPE)) == 1
 
 
-async def test_the_reconciler_is_for_operators_only(payments_on_sim: ServiceRuntime) -> None:
-    async with client(payments_on_sim) as http:
-        anonymous = await http.post("/operator/reconcile")
-        shopper = await http.post("/operator/reconcile", headers=bearer("shopper-1"))
+async def test_the_reconciler_is_for_operators_only(payments_on_sim: ServiceRig) -> None:
+    http = payments_on_sim.http
+    anonymous = await http.post("/operator/reconcile")
+    shopper = await http.post("/operator/reconcile", headers=as_user("shopper-1"))
 
     assert (anonymous.status_code, shopper.status_code) == (401, 403)
 
@@ -135,23 +126,22 @@ async def test_the_background_reconciler_settles_a_lost_payment_on_its_own(
     tmp_path: Path, stripe_sim: Sim
 ) -> None:
     settings = settings_on_sim(
-        tmp_path,
+        sqlite_url(tmp_path / "payments.db"),
         stripe_sim,
         reconcile_interval_seconds=0.1,
         reconcile_min_age_seconds=0,
     )
-    runtime = build(settings, bus=MemoryBus(), auto_migrate=True)
-    await runtime.start()
+    payments = await ServiceRig.start(build, settings)
     try:
         order = str(uuid.uuid4())
-        session_id = await send_create(runtime, order)
+        session_id = await send_create(payments, order)
         await stripe_sim.control(f"sessions/{session_id}/pay")
         for _ in range(100):
-            if await emitted(runtime, PaymentSucceeded.TYPE):
+            if await payments.emitted(PaymentSucceeded.TYPE):
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # a few more rounds: still one
     finally:
-        await runtime.stop()
-    [succeeded] = await emitted(runtime, PaymentSucceeded.TYPE)
+        await payments.stop()
+    [succeeded] = await payments.emitted(PaymentSucceeded.TYPE)
     assert succeeded.payload["session_id"] == session_id

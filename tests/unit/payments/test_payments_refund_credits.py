@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from payments_support import emitted, new_order_id, redeliver, send
 from sqlalchemy import select
 
 from services.payments import ledger
@@ -27,24 +26,23 @@ from shared.messages.contracts import (
     RefundCredits,
     ReserveCredits,
 )
-from shared.runtime import ServiceRuntime
+from tests.support.rig import ServiceRig, new_order_id
 
 
 async def paid_with_credits(
-    runtime: ServiceRuntime, user_id: str, *, reserve: int, capture: int, grant: int = 1000
+    payments: ServiceRig, user_id: str, *, reserve: int, capture: int, grant: int = 1000
 ) -> str:
     """An order whose credits were reserved and captured, as the saga leaves it."""
     order = new_order_id()
-    await send(
-        runtime,
+    await payments.deliver(
         GrantCredits(grant_id=f"g-{order}", user_id=user_id, credits=grant, reason="t"),
-        trace_id=order,
+        correlation_id=order,
     )
-    await send(
-        runtime, ReserveCredits(order_id=order, user_id=user_id, credits=reserve), trace_id=order
+    await payments.deliver(
+        ReserveCredits(order_id=order, user_id=user_id, credits=reserve), correlation_id=order
     )
-    await send(
-        runtime, CaptureCredits(order_id=order, user_id=user_id, credits=capture), trace_id=order
+    await payments.deliver(
+        CaptureCredits(order_id=order, user_id=user_id, credits=capture), correlation_id=order
     )
     return order
 
@@ -55,32 +53,32 @@ def refund(order: str, user_id: str, credits: int, key: str = "failed-lines-2") 
     )
 
 
-async def balance(runtime: ServiceRuntime, user_id: str) -> Balance:
-    async with runtime.sessionmaker() as session:
+async def balance(payments: ServiceRig, user_id: str) -> Balance:
+    async with payments.runtime.sessionmaker() as session:
         return await ledger.balance_of(session, user_id)
 
 
-async def refund_entries(runtime: ServiceRuntime, order: str) -> list[LedgerEntry]:
+async def refund_entries(payments: ServiceRig, order: str) -> list[LedgerEntry]:
     stmt = select(LedgerEntry).where(LedgerEntry.order_id == order, LedgerEntry.kind == "refund")
-    async with runtime.sessionmaker() as session:
+    async with payments.runtime.sessionmaker() as session:
         return list((await session.execute(stmt)).scalars())
 
 
-async def assert_ledger_matches_cache(runtime: ServiceRuntime, user_id: str) -> None:
-    async with runtime.sessionmaker() as session:
+async def assert_ledger_matches_cache(payments: ServiceRig, user_id: str) -> None:
+    async with payments.runtime.sessionmaker() as session:
         every_entry = list((await session.execute(select(LedgerEntry))).scalars())
-    assert balances_from_entries(every_entry)[user_id] == await balance(runtime, user_id)
+    assert balances_from_entries(every_entry)[user_id] == await balance(payments, user_id)
 
 
 async def test_refunded_credits_move_from_revenue_back_to_available(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = await paid_with_credits(payments, "rita", reserve=300, capture=300)
     assert await balance(payments, "rita") == Balance(700, 0)
 
-    await send(payments, refund(order, "rita", 120), trace_id=order)
+    await payments.deliver(refund(order, "rita", 120), correlation_id=order)
 
-    [reply] = await emitted(payments, CreditsRefunded.TYPE)
+    [reply] = await payments.emitted(CreditsRefunded.TYPE)
     assert reply.payload == {"order_id": order, "refund_key": "failed-lines-2", "credits": 120}
     assert reply.correlation_id == order
     assert await balance(payments, "rita") == Balance(820, 0)
@@ -99,96 +97,97 @@ async def test_refunded_credits_move_from_revenue_back_to_available(
 
 
 async def test_a_repeated_refund_replays_its_reply_and_moves_nothing(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = await paid_with_credits(payments, "rolf", reserve=300, capture=300)
 
-    envelope = await send(payments, refund(order, "rolf", 100), trace_id=order)
-    await redeliver(payments, envelope)  # the same message: the inbox stops it
-    await send(payments, refund(order, "rolf", 100), trace_id=order)  # the saga sends it again
+    envelope = await payments.deliver(refund(order, "rolf", 100), correlation_id=order)
+    await payments.redeliver(envelope)  # the same message: the inbox stops it
+    # The saga sends it again:
+    await payments.deliver(refund(order, "rolf", 100), correlation_id=order)
 
-    replies = await emitted(payments, CreditsRefunded.TYPE)
+    replies = await payments.emitted(CreditsRefunded.TYPE)
     assert [r.payload["credits"] for r in replies] == [100, 100]
     assert len(await refund_entries(payments, order)) == 1
     assert await balance(payments, "rolf") == Balance(800, 0)
 
 
 async def test_refunds_of_one_order_never_exceed_what_it_captured(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     # 500 reserved, 400 captured: 100 went back at capture and are not refundable again.
     order = await paid_with_credits(payments, "ruth", reserve=500, capture=400)
-    await send(payments, refund(order, "ruth", 250, key="a"), trace_id=order)
-    await send(payments, refund(order, "ruth", 150, key="b"), trace_id=order)
+    await payments.deliver(refund(order, "ruth", 250, key="a"), correlation_id=order)
+    await payments.deliver(refund(order, "ruth", 150, key="b"), correlation_id=order)
 
     with pytest.raises(RefundExceedsCapture, match="exceeds"):
-        await send(payments, refund(order, "ruth", 1, key="c"), trace_id=order)
+        await payments.deliver(refund(order, "ruth", 1, key="c"), correlation_id=order)
 
     assert [e.amount for e in await refund_entries(payments, order)] == [250, 150]
     assert await balance(payments, "ruth") == Balance(1000, 0)
-    async with payments.sessionmaker() as session:
+    async with payments.runtime.sessionmaker() as session:
         held = await session.get(CreditReservation, order)
     assert held is not None and (held.captured, held.refunded) == (400, 400)
     await assert_ledger_matches_cache(payments, "ruth")
 
 
 async def test_nothing_is_refunded_for_an_order_that_captured_nothing(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = new_order_id()
-    await send(
-        payments,
-        GrantCredits(grant_id="g-rex", user_id="rex", credits=50, reason="t"),
-        trace_id=order,
+    await payments.deliver(
+        GrantCredits(grant_id="g-rex", user_id="rex", credits=50, reason="t"), correlation_id=order
     )
-    await send(payments, ReserveCredits(order_id=order, user_id="rex", credits=50), trace_id=order)
+    await payments.deliver(
+        ReserveCredits(order_id=order, user_id="rex", credits=50), correlation_id=order
+    )
 
     with pytest.raises(RefundExceedsCapture):  # reserved, never captured
-        await send(payments, refund(order, "rex", 10), trace_id=order)
+        await payments.deliver(refund(order, "rex", 10), correlation_id=order)
     with pytest.raises(RefundExceedsCapture):  # no such order at all
-        await send(payments, refund(new_order_id(), "rex", 10), trace_id=order)
+        await payments.deliver(refund(new_order_id(), "rex", 10), correlation_id=order)
 
     assert await balance(payments, "rex") == Balance(0, 50)
-    assert await emitted(payments, CreditsRefunded.TYPE) == []
+    assert await payments.emitted(CreditsRefunded.TYPE) == []
 
 
 async def test_a_refund_to_someone_else_than_the_payer_is_refused(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = await paid_with_credits(payments, "rosa", reserve=100, capture=100)
 
     with pytest.raises(RefundExceedsCapture):
-        await send(payments, refund(order, "mallory", 100), trace_id=order)
+        await payments.deliver(refund(order, "mallory", 100), correlation_id=order)
 
     assert await balance(payments, "mallory") == Balance()
 
 
 async def test_a_refund_key_reused_with_another_amount_is_refused(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = await paid_with_credits(payments, "remy", reserve=100, capture=100)
-    await send(payments, refund(order, "remy", 40), trace_id=order)
+    await payments.deliver(refund(order, "remy", 40), correlation_id=order)
 
     with pytest.raises(RefundKeyReused):
-        await send(payments, refund(order, "remy", 60), trace_id=order)
+        await payments.deliver(refund(order, "remy", 60), correlation_id=order)
 
     assert [e.amount for e in await refund_entries(payments, order)] == [40]
 
 
-async def test_the_same_refund_key_on_two_orders_refunds_both(payments: ServiceRuntime) -> None:
+async def test_the_same_refund_key_on_two_orders_refunds_both(payments: ServiceRig) -> None:
     first = await paid_with_credits(payments, "rudi", reserve=100, capture=100)
     second = await paid_with_credits(payments, "rudi", reserve=100, capture=100)
 
-    await send(payments, refund(first, "rudi", 100, key="late-payment"), trace_id=first)
-    await send(payments, refund(second, "rudi", 100, key="late-payment"), trace_id=second)
+    await payments.deliver(refund(first, "rudi", 100, key="late-payment"), correlation_id=first)
+    await payments.deliver(refund(second, "rudi", 100, key="late-payment"), correlation_id=second)
 
-    assert len(await emitted(payments, CreditsRefunded.TYPE)) == 2
+    assert len(await payments.emitted(CreditsRefunded.TYPE)) == 2
     assert [e.amount for e in await refund_entries(payments, first)] == [100]
     assert [e.amount for e in await refund_entries(payments, second)] == [100]
 
 
-async def test_an_excessive_refund_dead_letters_with_its_reason(payments: ServiceRuntime) -> None:
-    bus = payments.bus
+async def test_an_excessive_refund_dead_letters_with_its_reason(payments: ServiceRig) -> None:
+    bus = payments.runtime.bus
     assert isinstance(bus, MemoryBus)
     order = await paid_with_credits(payments, "rhea", reserve=100, capture=100)
 
@@ -201,5 +200,5 @@ async def test_an_excessive_refund_dead_letters_with_its_reason(payments: Servic
     [letter] = dead
     assert letter.message_type == RefundCredits.TYPE
     assert "RefundExceedsCapture" in letter.reason and "101 credits" in letter.reason
-    assert await emitted(payments, CreditsRefunded.TYPE) == []
+    assert await payments.emitted(CreditsRefunded.TYPE) == []
     assert await balance(payments, "rhea") == Balance(900, 0)

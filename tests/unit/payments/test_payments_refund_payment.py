@@ -7,28 +7,28 @@ import uuid
 from typing import Any
 
 import pytest
-from payments_support import emitted, send
-from sim_support import Sim, forward, paid_order, send_create, sent_events, webhooks_of
 from sqlalchemy import select
 
 from services.payments.domain import PaymentNotRefundable, RefundExceedsPayment, RefundKeyReused
 from services.payments.models import PaymentSession, Refund, StripeEvent
 from shared.messages.contracts import PaymentRefunded, RefundPayment
-from shared.runtime import ServiceRuntime
+from tests.support.payments import forward, paid_order, send_create
+from tests.support.rig import ServiceRig
+from tests.support.stripe_sim import Sim, sent_events, webhooks_of
 
 
 def refund_command(order: str, amount: int, key: str = "failed-lines-2") -> RefundPayment:
     return RefundPayment(order_id=order, refund_key=key, amount=amount, reason="line 2 failed")
 
 
-async def refunds_of(runtime: ServiceRuntime, order: str) -> list[Refund]:
+async def refunds_of(payments: ServiceRig, order: str) -> list[Refund]:
     stmt = select(Refund).where(Refund.order_id == order).order_by(Refund.created_at)
-    async with runtime.sessionmaker() as session:
+    async with payments.runtime.sessionmaker() as session:
         return list((await session.execute(stmt)).scalars())
 
 
-async def amount_refunded(runtime: ServiceRuntime, order: str) -> int:
-    async with runtime.sessionmaker() as session:
+async def amount_refunded(payments: ServiceRig, order: str) -> int:
+    async with payments.runtime.sessionmaker() as session:
         row = await session.get(PaymentSession, order)
     assert row is not None
     return row.amount_refunded
@@ -43,13 +43,13 @@ def refunds_created_at_stripe(sim: Sim, intent: str) -> list[dict[str, Any]]:
 
 
 async def test_a_partial_refund_is_made_at_stripe_and_followed_until_it_succeeded(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order, _, intent = await paid_order(payments_on_sim, stripe_sim)
 
-    await send(payments_on_sim, refund_command(order, 1000), trace_id=order)
+    await payments_on_sim.deliver(refund_command(order, 1000), correlation_id=order)
 
-    [reply] = await emitted(payments_on_sim, PaymentRefunded.TYPE)
+    [reply] = await payments_on_sim.emitted(PaymentRefunded.TYPE)
     assert reply.payload == {"order_id": order, "refund_key": "failed-lines-2", "amount": 1000}
     assert reply.correlation_id == order
     [row] = await refunds_of(payments_on_sim, order)
@@ -76,7 +76,7 @@ async def test_a_partial_refund_is_made_at_stripe_and_followed_until_it_succeede
     assert row.status == "succeeded"
     charge_id = created["charge"]
     await forward(payments_on_sim, await webhooks_of(stripe_sim, "charge.refunded", charge_id))
-    async with payments_on_sim.sessionmaker() as session:
+    async with payments_on_sim.runtime.sessionmaker() as session:
         pending = (
             await session.execute(
                 select(StripeEvent.type).where(StripeEvent.processed_at.is_(None))
@@ -86,14 +86,14 @@ async def test_a_partial_refund_is_made_at_stripe_and_followed_until_it_succeede
 
 
 async def test_a_repeated_refund_command_replays_the_reply_without_a_second_refund(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order, _, intent = await paid_order(payments_on_sim, stripe_sim)
 
-    await send(payments_on_sim, refund_command(order, 500), trace_id=order)
-    await send(payments_on_sim, refund_command(order, 500), trace_id=order)  # saga resends
+    await payments_on_sim.deliver(refund_command(order, 500), correlation_id=order)
+    await payments_on_sim.deliver(refund_command(order, 500), correlation_id=order)  # saga resends
 
-    assert [e.payload["amount"] for e in await emitted(payments_on_sim, PaymentRefunded.TYPE)] == [
+    assert [e.payload["amount"] for e in await payments_on_sim.emitted(PaymentRefunded.TYPE)] == [
         500,
         500,
     ]
@@ -101,18 +101,18 @@ async def test_a_repeated_refund_command_replays_the_reply_without_a_second_refu
     assert len(refunds_created_at_stripe(stripe_sim, intent)) == 1
     assert await amount_refunded(payments_on_sim, order) == 500
     with pytest.raises(RefundKeyReused):
-        await send(payments_on_sim, refund_command(order, 501), trace_id=order)
+        await payments_on_sim.deliver(refund_command(order, 501), correlation_id=order)
 
 
 async def test_refunds_of_one_order_never_exceed_what_was_paid(
-    payments_on_sim: ServiceRuntime, stripe_sim: Sim
+    payments_on_sim: ServiceRig, stripe_sim: Sim
 ) -> None:
     order, _, intent = await paid_order(payments_on_sim, stripe_sim)  # 2999 paid
-    await send(payments_on_sim, refund_command(order, 2000, key="a"), trace_id=order)
+    await payments_on_sim.deliver(refund_command(order, 2000, key="a"), correlation_id=order)
 
     with pytest.raises(RefundExceedsPayment):
-        await send(payments_on_sim, refund_command(order, 1000, key="b"), trace_id=order)
-    await send(payments_on_sim, refund_command(order, 999, key="c"), trace_id=order)
+        await payments_on_sim.deliver(refund_command(order, 1000, key="b"), correlation_id=order)
+    await payments_on_sim.deliver(refund_command(order, 999, key="c"), correlation_id=order)
 
     assert [r.amount for r in await refunds_of(payments_on_sim, order)] == [2000, 999]
     assert await amount_refunded(payments_on_sim, order) == 2999
@@ -121,14 +121,14 @@ async def test_refunds_of_one_order_never_exceed_what_was_paid(
 
 
 async def test_an_order_without_a_completed_payment_has_nothing_to_refund(
-    payments_on_sim: ServiceRuntime,
+    payments_on_sim: ServiceRig,
 ) -> None:
     unpaid = str(uuid.uuid4())
     await send_create(payments_on_sim, unpaid)
 
     with pytest.raises(PaymentNotRefundable):
-        await send(payments_on_sim, refund_command(unpaid, 100), trace_id=unpaid)
+        await payments_on_sim.deliver(refund_command(unpaid, 100), correlation_id=unpaid)
     with pytest.raises(PaymentNotRefundable):
-        await send(payments_on_sim, refund_command(str(uuid.uuid4()), 100), trace_id=unpaid)
+        await payments_on_sim.deliver(refund_command(str(uuid.uuid4()), 100), correlation_id=unpaid)
 
-    assert await emitted(payments_on_sim, PaymentRefunded.TYPE) == []
+    assert await payments_on_sim.emitted(PaymentRefunded.TYPE) == []

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from payments_support import payments_settings
 
 from services.payments.bootstrap import StripeNotConfigured, build
 from services.payments.settings import (
@@ -18,6 +17,8 @@ from services.payments.settings import (
     PaymentsSettings,
 )
 from shared.memory_bus import MemoryBus
+from tests.support.payments import payments_settings
+from tests.support.rig import sqlite_url
 
 SECRET_KEY = "sk_test_do_not_print_me_4711"
 
@@ -62,7 +63,9 @@ def test_with_only_the_key_it_names_the_missing_secret_and_never_prints_the_key(
 
 
 def test_build_refuses_settings_without_secrets(tmp_path: Path) -> None:
-    settings = payments_settings(tmp_path, stripe_api_key="", stripe_webhook_secret=" ")
+    settings = payments_settings(
+        sqlite_url(tmp_path / "payments.db"), stripe_api_key="", stripe_webhook_secret=" "
+    )
 
     with pytest.raises(StripeNotConfigured) as refused:
         build(settings, bus=MemoryBus())

@@ -8,25 +8,31 @@ import json
 from typing import Any
 
 import pytest
-from payments_support import emitted, new_order_id, signed, stripe_event
-from test_payments_webhooks import completed, open_session, post, session_row, stored_events
 
 from services.payments import stripe_events
 from services.payments.webhooks import intake_of
 from shared.messages.contracts import PaymentSucceeded
-from shared.runtime import ServiceRuntime
+from tests.support.payments import (
+    completed,
+    open_session,
+    post_webhook,
+    stored_events,
+    stored_session,
+)
+from tests.support.rig import ServiceRig, new_order_id
+from tests.support.stripe_sim import signed, stripe_event
 
 
-async def deliver_together(runtime: ServiceRuntime, *bodies: bytes) -> list[bool]:
+async def deliver_together(payments: ServiceRig, *bodies: bytes) -> list[bool]:
     """Hands the events to the intake in one go, as concurrent requests do: one batch."""
-    intake = intake_of(runtime)
+    intake = intake_of(payments.runtime)
     return list(
         await asyncio.gather(*(intake.store(json.loads(body), body.decode()) for body in bodies))
     )
 
 
 async def test_a_batch_stores_each_event_once_and_applies_each_once(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     orders = [new_order_id(), new_order_id()]
     sessions = [await open_session(payments, order) for order in orders]
@@ -40,28 +46,30 @@ async def test_a_batch_stores_each_event_once_and_applies_each_once(
     assert outcomes == [True, False, True, False]  # redeliveries in the same batch: duplicates
     events = await stored_events(payments)
     assert len(events) == 2 and all(e.processed_at is not None for e in events)
-    succeeded = await emitted(payments, PaymentSucceeded.TYPE)
+    succeeded = await payments.emitted(PaymentSucceeded.TYPE)
     assert sorted(e.payload["order_id"] for e in succeeded) == sorted(orders)
-    assert [(await session_row(payments, o)).status for o in orders] == ["complete"] * 2
+    assert [(await stored_session(payments, o)).status for o in orders] == ["complete"] * 2
 
 
 async def test_concurrent_requests_are_all_answered_after_their_event_is_stored(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = new_order_id()
     session_id = await open_session(payments, order)
     body = stripe_event("checkout.session.completed", completed(session_id, order))
     others = [stripe_event("customer.created", {"id": f"cus_{i}"}) for i in range(5)]
 
-    answers = await asyncio.gather(*(post(payments, b, signed(b)) for b in [body, body, *others]))
+    answers = await asyncio.gather(
+        *(post_webhook(payments, b, signed(b)) for b in [body, body, *others])
+    )
 
     assert {status for status, _ in answers} == {200}
     assert len(await stored_events(payments)) == 6
-    assert len(await emitted(payments, PaymentSucceeded.TYPE)) == 1
+    assert len(await payments.emitted(PaymentSucceeded.TYPE)) == 1
 
 
 async def test_an_event_whose_effect_fails_is_kept_for_replay_and_the_rest_are_applied(
-    payments: ServiceRuntime, monkeypatch: pytest.MonkeyPatch
+    payments: ServiceRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good_order, bad_order = new_order_id(), new_order_id()
     good = await open_session(payments, good_order)
@@ -83,13 +91,13 @@ async def test_an_event_whose_effect_fails_is_kept_for_replay_and_the_rest_are_a
 
     processed = {e.object_id: e.processed_at is not None for e in await stored_events(payments)}
     assert processed == {good: True, bad: False}
-    [succeeded] = await emitted(payments, PaymentSucceeded.TYPE)
+    [succeeded] = await payments.emitted(PaymentSucceeded.TYPE)
     assert succeeded.payload["order_id"] == good_order
-    assert (await session_row(payments, bad_order)).status == "open"
+    assert (await stored_session(payments, bad_order)).status == "open"
 
 
 async def test_an_event_for_a_session_that_cannot_move_is_stored_as_processed(
-    payments: ServiceRuntime,
+    payments: ServiceRig,
 ) -> None:
     order = new_order_id()
     session_id = await open_session(payments, order)
@@ -102,4 +110,4 @@ async def test_an_event_for_a_session_that_cannot_move_is_stored_as_processed(
 
     processed = {e.object_id: e.processed_at is not None for e in await stored_events(payments)}
     assert processed == {session_id: True, "cs_test_nowhere": False}
-    assert len(await emitted(payments, PaymentSucceeded.TYPE)) == 1
+    assert len(await payments.emitted(PaymentSucceeded.TYPE)) == 1

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from provisioning_rig import ProvisioningRig, line, new_order_id
-
 from shared.messages import contracts as c
+from tests.support.provisioning import ProvisioningRig, line
+from tests.support.rig import new_order_id
 
 
 async def provisioned_order(rig: ProvisioningRig, user_id: str, *lines: c.CheckoutLine) -> str:
     order_id = new_order_id()
-    await rig.send(
+    await rig.deliver(
         c.CreateJob(order_id=order_id, user_id=user_id, lines=lines), correlation_id=order_id
     )
-    await rig.send(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
+    await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
     return order_id
 
 

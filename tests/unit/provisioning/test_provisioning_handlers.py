@@ -6,15 +6,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from provisioning_rig import (
-    DOOMED_PLAN,
-    MakeRig,
-    Panel,
-    ProvisioningRig,
-    closed_port_url,
-    line,
-    new_order_id,
-)
 from sqlalchemy import func, select
 
 from services.provisioning import repository
@@ -22,19 +13,28 @@ from services.provisioning.models import Entitlement, Job
 from services.provisioning.provisioners import CreditPackProvisioner
 from shared.messages import Contract
 from shared.messages import contracts as c
+from tests.support.provisioning import (
+    DOOMED_PLAN,
+    MakeRig,
+    Panel,
+    ProvisioningRig,
+    closed_port_url,
+    line,
+)
+from tests.support.rig import new_order_id
 
 
 async def job_created(rig: ProvisioningRig, *lines: c.CheckoutLine, user_id: str = "alice") -> str:
     order_id = new_order_id()
-    await rig.send(
+    await rig.deliver(
         c.CreateJob(order_id=order_id, user_id=user_id, lines=lines), correlation_id=order_id
     )
     return order_id
 
 
 async def provision(rig: ProvisioningRig, order_id: str) -> Contract:
-    await rig.send(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
-    return (await rig.emitted(order_id))[-1]
+    await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
+    return (await rig.messages_for(order_id))[-1]
 
 
 async def load_job(rig: ProvisioningRig, order_id: str) -> Job:
@@ -50,7 +50,7 @@ async def load_job(rig: ProvisioningRig, order_id: str) -> Job:
 async def test_create_job_stores_the_job_and_replies_job_created(rig: ProvisioningRig) -> None:
     order_id = await job_created(rig, line(1, "session_package", "pkg-10", units_per_item=10))
 
-    [reply] = await rig.emitted(order_id)
+    [reply] = await rig.messages_for(order_id)
     job = await load_job(rig, order_id)
     assert reply == c.JobCreated(order_id=order_id, job_id=str(job.id))
     assert (job.user_id, job.status, job.due_at) == ("alice", "created", None)
@@ -62,10 +62,10 @@ async def test_a_repeated_create_job_makes_no_second_job(rig: ProvisioningRig) -
     command = c.CreateJob(
         order_id=order_id, user_id="alice", lines=(line(1, "service_job", "svc"),)
     )
-    await rig.send(command, correlation_id=order_id)
-    await rig.send(command, correlation_id=order_id)  # a new envelope: the inbox can't stop it
+    await rig.deliver(command, correlation_id=order_id)
+    await rig.deliver(command, correlation_id=order_id)  # a new envelope: the inbox can't stop it
 
-    first, second = await rig.emitted(order_id)
+    first, second = await rig.messages_for(order_id)
     assert isinstance(first, c.JobCreated) and first == second
     async with rig.runtime.sessionmaker() as session:
         jobs = await session.scalar(
@@ -77,7 +77,9 @@ async def test_a_repeated_create_job_makes_no_second_job(rig: ProvisioningRig) -
 async def test_an_invalid_job_is_rejected_and_not_stored(rig: ProvisioningRig) -> None:
     order_id = await job_created(rig, line(1, "credit_pack", "credits-0", units_per_item=0))
 
-    assert await rig.emitted(order_id) == [c.JobRejected(order_id=order_id, reason="no_units:1")]
+    assert await rig.messages_for(order_id) == [
+        c.JobRejected(order_id=order_id, reason="no_units:1")
+    ]
     async with rig.runtime.sessionmaker() as session:
         assert await session.scalar(select(Job).where(Job.order_id == order_id)) is None
 
@@ -133,7 +135,7 @@ async def test_a_credit_pack_sends_a_credit_grant_to_payments(rig: ProvisioningR
 
     reply = await provision(rig, order_id)
 
-    emitted = await rig.emitted(order_id)
+    emitted = await rig.messages_for(order_id)
     grants = [m for m in emitted if isinstance(m, c.GrantCredits)]
     assert grants == [
         c.GrantCredits(
@@ -273,11 +275,11 @@ async def test_a_redelivered_provision_order_replays_the_results(
         line(2, "session_package", "pkg-5", units_per_item=5),
         line(3, "credit_pack", "credits-10", units_per_item=10),
     )
-    envelope = await rig.send(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
+    envelope = await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
     await rig.runtime.dispatcher(envelope)  # the same message again: the inbox drops it
-    await rig.send(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)  # a new one
+    await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)  # a new one
 
-    emitted = await rig.emitted(order_id)
+    emitted = await rig.messages_for(order_id)
     replies = [m for m in emitted if isinstance(m, c.OrderProvisioned)]
     assert len(replies) == 2 and replies[0] == replies[1]
     assert [r.status for r in replies[0].results] == ["delivered"] * 3
@@ -299,7 +301,7 @@ async def test_provisioning_an_unknown_order_fails(rig: ProvisioningRig) -> None
 
 async def test_a_cancelled_job_is_not_provisioned(rig: ProvisioningRig, panel: Panel) -> None:
     order_id = await job_created(rig, line(1, "server_plan", "srv-small"))
-    await rig.send(
+    await rig.deliver(
         c.CancelJob(order_id=order_id, reason="payment expired"), correlation_id=order_id
     )
 
@@ -318,25 +320,27 @@ async def test_a_cancelled_job_is_not_provisioned(rig: ProvisioningRig, panel: P
 async def test_cancel_job_cancels_and_replies_once_per_command(rig: ProvisioningRig) -> None:
     order_id = await job_created(rig, line(1, "service_job", "cleaning"))
     cancel = c.CancelJob(order_id=order_id, reason="credits rejected")
-    await rig.send(cancel, correlation_id=order_id)
-    await rig.send(cancel, correlation_id=order_id)
+    await rig.deliver(cancel, correlation_id=order_id)
+    await rig.deliver(cancel, correlation_id=order_id)
 
-    emitted = await rig.emitted(order_id)
+    emitted = await rig.messages_for(order_id)
     assert emitted[1:] == [c.JobCancelled(order_id=order_id)] * 2
     assert (await load_job(rig, order_id)).status == "cancelled"
 
 
 async def test_cancelling_a_job_that_never_existed_still_replies(rig: ProvisioningRig) -> None:
     order_id = new_order_id()
-    await rig.send(c.CancelJob(order_id=order_id, reason="compensation"), correlation_id=order_id)
-    assert await rig.emitted(order_id) == [c.JobCancelled(order_id=order_id)]
+    await rig.deliver(
+        c.CancelJob(order_id=order_id, reason="compensation"), correlation_id=order_id
+    )
+    assert await rig.messages_for(order_id) == [c.JobCancelled(order_id=order_id)]
 
 
 async def test_a_done_job_is_not_cancelled(rig: ProvisioningRig) -> None:
     order_id = await job_created(rig, line(1, "session_package", "pkg-5", units_per_item=5))
     await provision(rig, order_id)
-    await rig.send(c.CancelJob(order_id=order_id, reason="too late"), correlation_id=order_id)
+    await rig.deliver(c.CancelJob(order_id=order_id, reason="too late"), correlation_id=order_id)
 
-    assert not any(isinstance(m, c.JobCancelled) for m in await rig.emitted(order_id))
+    assert not any(isinstance(m, c.JobCancelled) for m in await rig.messages_for(order_id))
     job = await load_job(rig, order_id)
     assert (job.status, job.cancel_reason) == ("done", None)

@@ -1,5 +1,6 @@
-"""Driving the separate-process stack like a shopper and an operator, and reading each
-service's own tables for the assertions. Shared by the end-to-end and failure tests."""
+"""The stack as separate processes (the four services, PostgreSQL, RabbitMQ, the simulators)
+for the integration tests: started and torn down around a test module, driven like a shopper and
+an operator, each service's own tables read for the assertions."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 
 from devstack.stack import (
     JWT_SECRET,
     SERVICES,
+    STRIPE_KEY,
     Stack,
     create_stack,
     delete_broker_namespace,
@@ -55,6 +58,54 @@ async def running_stack(
             print("\n".join(proc.log_path.read_text(errors="replace").splitlines()[-15:]))
         await drop_stack_databases(postgres_admin_url, stack)
         await delete_broker_namespace(rabbitmq_url, Names(stack.namespace))
+
+
+def stack_fixture(
+    overrides: dict[str, dict[str, str]] | None = None,
+    *,
+    catalogue: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Callable[..., AsyncIterator[Stack]]:
+    """A test module's `stack` fixture (`stack = stack_fixture(...)`): one stack for the whole
+    module, each process's environment overridden by `overrides`, with `catalogue` items (id ->
+    fields) put in the cart's catalogue before the first test."""
+
+    @pytest_asyncio.fixture(scope="module", loop_scope="session")
+    async def stack(
+        postgres_admin_url: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[Stack]:
+        async with running_stack(
+            postgres_admin_url, rabbitmq_url, tmp_path_factory, overrides
+        ) as started:
+            for item_id, item in (catalogue or {}).items():
+                await put_catalogue_item(started, item_id, **item)
+            yield started
+
+    return stack
+
+
+@contextlib.asynccontextmanager
+async def stripe_sim_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the stack's Stripe simulator, with the stack's API key. The faults a
+    test injected are cleared when it ends: they are global to the simulator."""
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=stack.url("stripe_sim"), headers=headers, timeout=10
+    ) as client:
+        yield client
+        await client.delete("/_sim/faults")
+
+
+async def set_faults(sim: httpx.AsyncClient, **faults: Any) -> None:
+    """Injects faults into the stack's Stripe simulator (`/_sim/faults`)."""
+    response = await sim.post("/_sim/faults", json=faults)
+    assert response.status_code == 200, response.text
+
+
+async def sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict[str, Any]]:
+    """The Checkout Sessions the simulator holds for this order, as its API lists them."""
+    response = await sim.get("/v1/checkout/sessions", params={"limit": 100})
+    assert response.status_code == 200, response.text
+    return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
 
 
 def failing_panel_overrides(*plans: str) -> dict[str, dict[str, str]]:
@@ -124,6 +175,11 @@ class Shopper:
 
         await eventually(reached, within=within)
         return found
+
+
+def history(order: dict[str, Any]) -> list[str]:
+    """The statuses an order went through, oldest first."""
+    return [h["status"] for h in order["history"]]
 
 
 async def grant(stack: Stack, user_id: str, credits: int) -> None:

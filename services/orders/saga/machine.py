@@ -1,8 +1,8 @@
 """The checkout saga as a pure state machine: (state, input) -> decision. No I/O here.
 
 Inputs are replies from the services (`react`), the step's deadline passing (`on_deadline`) and
-the shopper cancelling (`cancel`). `handlers.py` and `deadlines.py` load the saga row, call one of
-these, store the new state and write the decision's messages to the outbox in one transaction.
+the shopper cancelling (`cancel`). `runner.py` locks the saga row, calls one of these, stores the
+new state and writes the decision's messages to the outbox in one transaction.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from services.orders.refunds import share_of_failed
-from services.orders.saga_state import (
+from services.orders.saga.refunds import share_of_failed
+from services.orders.saga.state import (
     CANCELLABLE,
     Decision,
     OrderStatus,
@@ -22,8 +22,6 @@ from services.orders.saga_state import (
 )
 from shared.messages import Contract
 from shared.messages import contracts as c
-
-__all__ = ["REPLY_TYPES", "Decision", "OrderStatus", "SagaState", "Step", "Timing"]
 
 
 def start(checkout: c.CheckoutRequested, *, now: datetime, timing: Timing) -> Decision:

@@ -29,6 +29,15 @@ from services.cart.domain import (
 from shared.messages.contracts import CheckoutLine
 
 
+class SessionNotFound(CartError):
+    """No session of this id belongs to the caller (or to the cart being checked out)."""
+
+    code = "session_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("session not found")
+
+
 class SessionExpired(CartError):
     code = "session_expired"
 
@@ -72,6 +81,17 @@ class CartChanged(CartError):
 
     def __init__(self) -> None:
         super().__init__("the cart no longer prices as this checkout session does")
+
+
+class RecoveryRefused(CartError):
+    """An expired session could not be recovered. Carries the `reason` (the first rule or cart
+    error that refused it) and its code and message: a refused recovery is a conflict with the
+    session's or the cart's state, whatever the reason."""
+
+    def __init__(self, reason: CartError) -> None:
+        super().__init__(str(reason))
+        self.code = reason.code
+        self.reason = reason
 
 
 ACTIVE = "active"
