@@ -16,16 +16,23 @@ import pytest_asyncio
 
 from devstack import infra
 
+# The suite's layers: unit (pure), component (one service or simulator in process, SQLite and the
+# in-process bus), integration (one adapter against real PostgreSQL / RabbitMQ), e2e (the whole
+# topology as separate processes on both). The last two need the real infrastructure.
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+E2E_DIR = Path(__file__).parent / "e2e"
 
 FreshDatabase = Callable[[str], Awaitable[str]]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration/ carries the `integration` marker."""
+    """Everything under tests/integration/ and tests/e2e/ carries the `integration` marker, and
+    tests/e2e/ also `e2e` (`-m "not integration"` runs what needs no PostgreSQL or RabbitMQ)."""
     for item in items:
-        if INTEGRATION_DIR in item.path.parents:
+        if INTEGRATION_DIR in item.path.parents or E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

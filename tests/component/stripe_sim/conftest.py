@@ -1,4 +1,4 @@
-"""Fixtures of the Stripe simulator's own tests (tests/unit/test_stripe_sim*.py): one simulator
+"""Fixtures of the Stripe simulator's own tests (tests/component/stripe_sim/): one simulator
 and one webhook receiver per test module, and Stripe's example objects."""
 
 from __future__ import annotations
