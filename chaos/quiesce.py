@@ -1,7 +1,8 @@
 """Waiting until the system has gone quiet: the checker must read a state nothing is changing.
 
 Quiet means, for several consecutive probes: every order is in a terminal status, no outbox holds
-an unpublished row, and every queue of the run's namespace is empty.
+an unpublished row, and every queue of the run's namespace is empty, its delayed-retry queues too
+(a message waiting out a retry delay is still to be applied).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import time
 from dataclasses import dataclass
 
 import aio_pika
+import aio_pika.exceptions
+from aio_pika.abc import AbstractConnection
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack.stack import SERVICES
+from devstack.stack import SERVICES, STACK_RETRY_BACKOFF
 from services.orders.saga.state import TERMINAL
 from shared.topology import Names
 
@@ -53,7 +56,20 @@ async def probe(engines: dict[str, AsyncEngine], rabbitmq_url: str, namespace: s
         for service in SERVICES:
             queue = await channel.declare_queue(names.queue(service), passive=True)
             queued += queue.declaration_result.message_count or 0
+            for retry_queue in names.retry_queues(service, STACK_RETRY_BACKOFF):
+                queued += await _depth(connection, retry_queue)
     return Probe(int(open_orders), int(unpublished), queued)
+
+
+async def _depth(connection: AbstractConnection, queue: str) -> int:
+    """A queue's ready messages; 0 if it does not exist (a retry queue is declared by its
+    service's consumer): a passive declare of a missing queue closes its channel."""
+    async with connection.channel() as channel:
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+        return declared.declaration_result.message_count or 0
 
 
 async def wait_quiet(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +26,16 @@ import aio_pika
 import httpx
 
 from devstack import infra
+from shared.delivery import DEFAULT_BACKOFF
 from shared.topology import Names
 
 SERVICES = ("cart", "orders", "payments", "provisioning")
 JWT_SECRET = "stack-jwt-secret-0123456789abcdef0123"
 WEBHOOK_SECRET = "whsec_stack_secret"
 STRIPE_KEY = "sk_test_stack"
+# The stack runs for minutes (chaos, bench, e2e): transient failures come back within seconds,
+# so a run goes quiet soon after its last fault; production waits minutes (shared/delivery.py).
+STACK_RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0)
 
 
 def replica_names(service: str, count: int) -> list[str]:
@@ -112,6 +118,7 @@ class Stack:
             f"{p}JWT_SECRET": JWT_SECRET,
             f"{p}HTTP_PORT": str(port),
             f"{p}RELAY_IDLE_POLL_SECONDS": "0.5",
+            f"{p}RETRY_BACKOFF_SECONDS": json.dumps(STACK_RETRY_BACKOFF),
         }
         if service == "payments":
             env.update(
@@ -262,14 +269,21 @@ async def drop_stack_databases(admin_url: str, stack: Stack) -> None:
         await infra.drop_database(admin_url, f"cs_{stack.run_id}_{service}")
 
 
-async def delete_broker_namespace(url: str, names: Names) -> None:
-    """Remove a namespace's queues and exchanges (test runs share one broker)."""
+async def delete_broker_namespace(
+    url: str, names: Names, *, retry_backoff: Sequence[float] = ()
+) -> None:
+    """Remove a namespace's queues and exchanges (test runs share one broker), with the retry
+    queues of the default backoff, the stack's and `retry_backoff` (deleting a missing queue is
+    not an error)."""
+    delays = (*DEFAULT_BACKOFF, *STACK_RETRY_BACKOFF, *retry_backoff)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         for service in SERVICES:
             await channel.queue_delete(names.queue(service))
             await channel.queue_delete(names.dlq(service))
+            for retry_queue in names.retry_queues(service, delays):
+                await channel.queue_delete(retry_queue)
         for exchange in (names.events, names.commands, names.dead_letters):
             await channel.exchange_delete(exchange)
 

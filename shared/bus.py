@@ -3,12 +3,15 @@
 This is the only module that imports aio-pika. Topology per namespace: a topic exchange for events
 (routing key = message type), a direct exchange for commands (routing key = owning service), one
 durable quorum queue per service bound to both, and a dead-letter exchange feeding `<svc>.dlq`.
+A consuming service also has one delayed-retry queue per backoff delay (`<svc>.retry.<ms>ms`),
+whose expired messages dead-letter back through the commands exchange into the service's queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -27,7 +30,17 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared.delivery import DeadLetter, MessageCallback, Outcome, deliver
+from shared.delivery import (
+    ATTEMPTS_HEADER,
+    FIRST_FAILURE_HEADER,
+    DeadLetter,
+    MessageCallback,
+    Outcome,
+    RetryPlan,
+    RetryPolicy,
+    deliver,
+    horizon_reason,
+)
 from shared.logging import log_fields
 from shared.messages import Envelope, MalformedMessage, decode
 from shared.topology import SERVICES, Names, event_types
@@ -57,9 +70,18 @@ class Bus(Protocol):
     def is_connected(self) -> bool: ...
 
 
-def _retry_delay(delivery_count: int) -> float:
-    # A short pause before requeue keeps a failing handler from spinning on one message.
-    return min(0.05 * 2**delivery_count, 2.0)
+# Dead-lettering by the broker (a delivery limit, a retry queue's TTL) is at-most-once by default:
+# the message is dropped if the target queue does not confirm. At-least-once keeps it in the
+# source queue until the target has it; RabbitMQ requires reject-publish overflow for it (>= 3.10).
+_AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+# Headers the broker sets per delivery or per dead-lettering; a parked copy starts without them.
+_BROKER_HEADERS = (
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+)
 
 
 class RabbitBus:
@@ -69,14 +91,18 @@ class RabbitBus:
         *,
         namespace: str,
         prefetch: int = 32,
-        delivery_limit: int = 5,
+        delivery_limit: int = 20,
+        retry: RetryPolicy | None = None,
         connect_within: float = 60.0,
     ) -> None:
         self.url = url
         self.connect_within = connect_within
         self.names = Names(namespace)
         self.prefetch = prefetch
+        # Only a crash-loop guard (a message that kills the process before its ack): a transient
+        # failure is parked in a retry queue and comes back as a new delivery, counted afresh.
         self.delivery_limit = delivery_limit
+        self.retry = retry or RetryPolicy()
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
         self._probe: AbstractChannel | None = None  # for backlog(): a failed probe closes it
@@ -116,6 +142,17 @@ class RabbitBus:
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": self.names.dead_letters,
             "x-dead-letter-routing-key": service,
+            **_AT_LEAST_ONCE,
+        }
+
+    def _retry_queue_arguments(self, service: str, delay: float) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": round(delay * 1000),
+            # Back into the service's queue: it is bound to the commands exchange by its name.
+            "x-dead-letter-exchange": self.names.commands,
+            "x-dead-letter-routing-key": service,
+            **_AT_LEAST_ONCE,
         }
 
     async def _declare(self, channel: AbstractChannel) -> None:
@@ -164,6 +201,15 @@ class RabbitBus:
         queue = await channel.declare_queue(
             self.names.queue(service), durable=True, arguments=self._queue_arguments(service)
         )
+        # Declared by the consumer before it can park anything there; one queue per delay, each
+        # with a fixed TTL, so messages expire in the order they were parked (a per-message TTL
+        # only expires at the head of the queue: a 10 min message would hold back a 1 s one).
+        for delay in sorted(set(self.retry.backoff)):
+            await channel.declare_queue(
+                self.names.retry_queue(service, delay),
+                durable=True,
+                arguments=self._retry_queue_arguments(service, delay),
+            )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             verdict = await deliver(message.body, callback)
@@ -173,17 +219,71 @@ class RabbitBus:
                 await self._dead_letter(service, message, verdict.reason)
                 await message.ack()
             else:
-                count = _as_int((message.headers or {}).get("x-delivery-count"))
-                await asyncio.sleep(_retry_delay(count))
-                # The quorum queue counts deliveries and dead-letters past x-delivery-limit.
-                await message.nack(requeue=True)
+                await self._retry_later(service, message, verdict.reason)
 
         await queue.consume(on_message)
 
+    async def _retry_later(
+        self, service: str, message: AbstractIncomingMessage, error: str
+    ) -> None:
+        """Park a transiently failed message in the retry queue for its next delay, confirmed,
+        and only then ack it; past the horizon, dead-letter it."""
+        headers = message.headers or {}
+        plan = self.retry.plan(
+            attempts=_as_int(headers.get(ATTEMPTS_HEADER)),
+            first_failure=_epoch_seconds(headers.get(FIRST_FAILURE_HEADER)),
+            now=time.time(),
+        )
+        fields = log_fields(message_id=message.message_id, attempt=plan.attempt, reason=error)
+        if plan.delay is None:
+            log.error("retry horizon passed, dead-lettering %s", message.type, extra=fields)
+            await self._dead_letter(service, message, horizon_reason(error), plan.headers(error))
+            await message.ack()
+            return
+        try:
+            await self._park(service, message, plan, error)
+        except Exception:
+            # Not parked (the broker is failing too): requeue it, which the delivery limit
+            # counts; after a pause, so a failing handler does not spin on one message.
+            log.warning("could not park %s for retry, requeueing", message.type, exc_info=True)
+            await asyncio.sleep(min(plan.delay, 1.0))
+            await message.nack(requeue=True)
+            return
+        log.info("%s parked for %.1f s", message.type, plan.delay, extra=fields)
+        await message.ack()
+
+    async def _park(
+        self, service: str, message: AbstractIncomingMessage, plan: RetryPlan, error: str
+    ) -> None:
+        assert self._pub is not None, "start() first"
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
+        headers.update(plan.headers(error))
+        assert plan.delay is not None
+        # On the confirming channel, mandatory: returns once the retry queue has it, raises if
+        # it was not routed, so the original is acked only when its copy is safe.
+        await self._pub.default_exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                message_id=message.message_id,
+                type=message.type,
+                correlation_id=message.correlation_id,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=self.names.retry_queue(service, plan.delay),
+            mandatory=True,
+        )
+
     async def _dead_letter(
-        self, service: str, message: AbstractIncomingMessage, reason: str
+        self,
+        service: str,
+        message: AbstractIncomingMessage,
+        reason: str,
+        extra_headers: dict[str, int | float | str] | None = None,
     ) -> None:
         headers = dict(message.headers or {})
+        headers.update(extra_headers or {})
         headers[REASON_HEADER] = reason[:1000]
         await self._exchanges["dead"].publish(
             aio_pika.Message(
@@ -269,7 +369,13 @@ def _text(value: object) -> str:
 
 
 def _as_int(value: object) -> int:
-    return value if isinstance(value, int) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _epoch_seconds(milliseconds: object) -> float | None:
+    if isinstance(milliseconds, int) and not isinstance(milliseconds, bool):
+        return milliseconds / 1000
+    return None
 
 
 def _as_dead_letter(message: AbstractIncomingMessage) -> DeadLetter:

@@ -1,19 +1,28 @@
 """In-process bus for the one-command demo and fast unit tests.
 
 Same contract as RabbitBus: one queue per service with the same bindings, at-least-once delivery,
-redelivery up to the delivery limit, then a dead-letter list with the reason. Never a stand-in for
-RabbitMQ in integration tests.
+a transient failure redelivered after the same growing delays until the retry horizon, then a
+dead-letter list with the reason. Never a stand-in for RabbitMQ in integration tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.delivery import DeadLetter, MessageCallback, Outcome, deliver
+from shared.delivery import (
+    DeadLetter,
+    MessageCallback,
+    Outcome,
+    RetryPolicy,
+    deliver,
+    horizon_reason,
+)
 from shared.messages import Envelope, MalformedMessage, decode
 from shared.topology import SERVICES, event_types
 
@@ -23,7 +32,9 @@ log = logging.getLogger("shared.memory_bus")
 @dataclass
 class _Queued:
     body: bytes
-    deliveries: int = 0
+    # As the headers of a parked message on RabbitMQ: failures so far, and since when.
+    attempts: int = 0
+    first_failure: float | None = None
 
 
 @dataclass
@@ -33,15 +44,18 @@ class _Queue:
 
 
 class MemoryBus:
-    def __init__(self, *, concurrency: int = 8, delivery_limit: int = 5) -> None:
+    def __init__(self, *, concurrency: int = 8, retry: RetryPolicy | None = None) -> None:
         self.concurrency = concurrency
-        self.delivery_limit = delivery_limit
+        self.retry = retry or RetryPolicy()
         self._queues = {service: _Queue() for service in SERVICES}
         self._routes: dict[str, list[str]] = {}
         for service in SERVICES:
             for message_type in event_types(service):
                 self._routes.setdefault(message_type, []).append(service)
         self._workers: list[asyncio.Task[None]] = []
+        # Messages waiting out their retry delay, as in RabbitMQ's retry queues.
+        self._parked: dict[int, asyncio.TimerHandle] = {}
+        self._parks = itertools.count()
 
     async def start(self) -> None:
         return None
@@ -69,16 +83,33 @@ class MemoryBus:
         queue = self._queues[service]
         while True:
             item = await queue.items.get()
-            item.deliveries += 1
             verdict = await deliver(item.body, callback)
             if verdict.outcome is Outcome.DEAD:
                 queue.dead.append(_dead_letter(item.body, verdict.reason))
             elif verdict.outcome is Outcome.RETRY:
-                if item.deliveries >= self.delivery_limit:
-                    queue.dead.append(_dead_letter(item.body, "delivery limit: " + verdict.reason))
-                else:
-                    await asyncio.sleep(min(0.05 * 2**item.deliveries, 2.0))
-                    queue.items.put_nowait(item)
+                self._retry_later(queue, item, verdict.reason)
+
+    def _retry_later(self, queue: _Queue, item: _Queued, error: str) -> None:
+        plan = self.retry.plan(
+            attempts=item.attempts, first_failure=item.first_failure, now=time.time()
+        )
+        item.attempts, item.first_failure = plan.attempt, plan.first_failure
+        if plan.delay is None:
+            log.error("retry horizon passed, dead-lettering: %s", error)
+            queue.dead.append(_dead_letter(item.body, horizon_reason(error)))
+            return
+        # The worker moves on meanwhile, as a RabbitMQ consumer does once it parked a message.
+        park = next(self._parks)
+        loop = asyncio.get_running_loop()
+        self._parked[park] = loop.call_later(plan.delay, self._unpark, park, queue, item)
+
+    def _unpark(self, park: int, queue: _Queue, item: _Queued) -> None:
+        del self._parked[park]
+        queue.items.put_nowait(item)
+
+    def parked(self) -> int:
+        """Messages waiting out a retry delay."""
+        return len(self._parked)
 
     def pending(self, service: str) -> int:
         return self._queues[service].items.qsize()
@@ -108,6 +139,9 @@ class MemoryBus:
         return True
 
     async def close(self) -> None:
+        for handle in self._parked.values():
+            handle.cancel()
+        self._parked.clear()
         for task in self._workers:
             task.cancel()
         for task in self._workers:

@@ -65,12 +65,13 @@ class ServiceSpec(Generic[SettingsT, DepsT]):
 
 def build_bus(settings: ServiceSettings) -> Bus:
     if settings.broker_url.startswith("memory"):
-        return MemoryBus(concurrency=settings.prefetch, delivery_limit=settings.delivery_limit)
+        return MemoryBus(concurrency=settings.prefetch, retry=settings.retry)
     return RabbitBus(
         settings.broker_url,
         namespace=settings.bus_namespace,
         prefetch=settings.prefetch,
         delivery_limit=settings.delivery_limit,
+        retry=settings.retry,
         connect_within=settings.broker_connect_within_seconds,
     )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PositiveFloat, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.delivery import DEFAULT_BACKOFF, DEFAULT_HORIZON, RetryPolicy
 
 
 class ServiceSettings(BaseSettings):
@@ -22,7 +24,13 @@ class ServiceSettings(BaseSettings):
     # How long a starting service waits for the broker before giving up (exit code 3).
     broker_connect_within_seconds: float = Field(default=60.0, ge=0)
     prefetch: int = Field(default=32, ge=1, le=1000)
-    delivery_limit: int = Field(default=5, ge=1)
+    # A crash-loop guard only (deliveries never acked, e.g. the process dies applying it): a
+    # transient failure is retried through the retry queues, each time as a new delivery.
+    delivery_limit: int = Field(default=20, ge=1)
+    # Delays before the retries of a transiently failing message (the last is the cap, then
+    # repeated), and how long after its first failure it is dead-lettered (shared/delivery.py).
+    retry_backoff_seconds: tuple[PositiveFloat, ...] = Field(default=DEFAULT_BACKOFF, min_length=1)
+    retry_horizon_seconds: float = Field(default=DEFAULT_HORIZON, gt=0)
     # Units of work applying messages at once, and the most messages one of them applies
     # together when deliveries queue up behind them (shared/dispatch.py, group commit).
     handler_concurrency: int = Field(default=4, ge=1)
@@ -33,3 +41,7 @@ class ServiceSettings(BaseSettings):
     # Connections per process, all counted: replicas x processes x this must stay below the
     # server's max_connections (100 by default), or a busy stack is refused connections.
     db_pool_size: int = Field(default=8, ge=1)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(backoff=self.retry_backoff_seconds, horizon=self.retry_horizon_seconds)

@@ -3,6 +3,8 @@ message published before its consumer ever started waits in the consumer's durab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared.messages import contracts as c
 from shared.messages.envelope import Event
 
@@ -48,6 +50,14 @@ class Names:
 
     def dlq(self, service: str) -> str:
         return f"{self.namespace}.{service}.dlq"
+
+    def retry_queue(self, service: str, delay: float) -> str:
+        """The service's delayed-retry queue for one delay; named by it, because a queue's TTL
+        cannot change once declared (a new schedule declares new queues)."""
+        return f"{self.namespace}.{service}.retry.{round(delay * 1000)}ms"
+
+    def retry_queues(self, service: str, backoff: Sequence[float]) -> list[str]:
+        return sorted({self.retry_queue(service, delay) for delay in backoff})
 
 
 def event_types(service: str) -> tuple[str, ...]:

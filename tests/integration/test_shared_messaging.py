@@ -1,5 +1,6 @@
 """The shared messaging core on the real RabbitMQ and PostgreSQL: outbox relay, quorum queues,
-inbox idempotency under redelivery, and dead-lettering of bad messages."""
+inbox idempotency under redelivery, and dead-lettering of bad messages (the retry schedule and
+horizon themselves: test_bus_retry.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from devstack.stack import delete_broker_namespace
 from shared.bus import RabbitBus
 from shared.db import make_engine, make_sessionmaker
+from shared.delivery import RetryPolicy
 from shared.dispatch import Dispatcher, MessageContext
 from shared.inbox import inbox_table
 from shared.messages import Envelope
@@ -64,7 +66,8 @@ async def rig(
         await conn.run_sync(metadata.create_all)
     sessionmaker = make_sessionmaker(engine)
     namespace = f"test-{secrets.token_hex(4)}"
-    bus = RabbitBus(rabbitmq_url, namespace=namespace, prefetch=8, delivery_limit=3)
+    retry = RetryPolicy(backoff=(0.1, 0.2, 0.4), horizon=2.0)
+    bus = RabbitBus(rabbitmq_url, namespace=namespace, prefetch=8, delivery_limit=3, retry=retry)
     await bus.start()
     outbox = Outbox(outbox_t)
     relay = OutboxRelay(sessionmaker, outbox_t, bus, idle_poll_seconds=0.2)
@@ -89,7 +92,7 @@ async def rig(
     yield Rig(bus, relay, outbox, Names(namespace), sessionmaker, failures_left)
     relay_task.cancel()
     await bus.close()
-    await delete_broker_namespace(rabbitmq_url, Names(namespace))
+    await delete_broker_namespace(rabbitmq_url, Names(namespace), retry_backoff=retry.backoff)
     await engine.dispose()
 
 
@@ -163,7 +166,7 @@ async def test_malformed_and_unknown_messages_go_to_the_dlq_and_the_consumer_kee
     assert any("no contract orders.no_such_thing" in r for r in reasons)
 
 
-async def test_a_message_that_always_fails_is_dead_lettered_after_the_delivery_limit(
+async def test_a_message_that_always_fails_is_dead_lettered_after_the_retry_horizon(
     rig: Rig,
 ) -> None:
     rig.failures_left["o-poison"] = 1000
@@ -172,7 +175,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_after_the_delivery_l
     async def dead() -> bool:
         return any(
             letter.message_type == "payments.credits_reserved"
-            and letter.reason.startswith("broker")
+            and letter.reason.startswith("retry_horizon: RuntimeError: transient failure")
             for letter in await rig.bus.dead_letters("orders")
         )
 

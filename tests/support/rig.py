@@ -73,7 +73,7 @@ class ServiceRig:
     ) -> Self:
         """Builds the service on a bus of its own and starts it, migrating its database unless
         told not to; `adapters` go to `build` as they are (a Stripe gateway, provisioners)."""
-        bus = MemoryBus()
+        bus = MemoryBus(retry=settings.retry)
         runtime = build(settings, bus=bus, auto_migrate=auto_migrate, **adapters)
         try:
             await runtime.start()
