@@ -1,5 +1,6 @@
 """A server panel simulator for the demo and the tests: creates "servers" on POST /servers,
-idempotently per Idempotency-Key, and refuses the plans it is told to fail."""
+idempotently per Idempotency-Key, refuses the plans it is told to fail, and refuses a plan
+whose capacity is used up (so the k-th server of a line can fail while the others are built)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class ServerIn(BaseModel):
 
     order_id: str
     line_no: int
+    # Which server of the order line; a client that builds one server per line omits it.
+    unit_no: int = 1
     plan: str
     user_id: str
 
@@ -33,6 +36,9 @@ class PanelState:
     fail_plans: frozenset[str]
     # The next N POST /servers answer 503, to exercise the client's retries.
     unavailable_next: int = 0
+    # Servers the panel can still build per plan (a plan not named is unlimited); past it the
+    # plan is sold out, as a real panel out of capacity refuses a create.
+    plan_capacity: dict[str, int] = field(default_factory=dict)
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
     requests: int = 0
@@ -85,12 +91,17 @@ def create_panel_app(
             return JSONResponse(server, status_code=201)
         if server_in.plan in state.fail_plans:
             return _error(422, "plan_unavailable", f"plan {server_in.plan!r} cannot be created")
+        if state.plan_capacity.get(server_in.plan, 1) < 1:
+            return _error(422, "plan_sold_out", f"no capacity left for plan {server_in.plan!r}")
+        if server_in.plan in state.plan_capacity:
+            state.plan_capacity[server_in.plan] -= 1
         server = {
             "id": f"srv_{secrets.token_hex(8)}",
             "status": "active",
             "plan": server_in.plan,
             "order_id": server_in.order_id,
             "line_no": server_in.line_no,
+            "unit_no": server_in.unit_no,
             "user_id": server_in.user_id,
             "created_at": datetime.now(UTC).isoformat(),
         }
