@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 FAIL_PLANS_ENV = "PANEL_SIM_FAIL_PLANS"
+PLAN_CAPACITY_ENV = "PANEL_SIM_PLAN_CAPACITY"
 
 
 class ServerIn(BaseModel):
@@ -51,17 +52,29 @@ def fail_plans_from_env() -> frozenset[str]:
     return frozenset(p.strip() for p in raw.split(",") if p.strip())
 
 
+def plan_capacity_from_env() -> dict[str, int]:
+    """`plan=n,other=m`: how many servers of each named plan the panel can still build."""
+    raw = os.environ.get(PLAN_CAPACITY_ENV, "")
+    pairs = (p.split("=", 1) for p in raw.split(",") if "=" in p)
+    return {plan.strip(): int(n) for plan, n in pairs}
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
 def create_panel_app(
-    fail_plans: Iterable[str] | None = None, *, unavailable_next: int = 0
+    fail_plans: Iterable[str] | None = None,
+    *,
+    unavailable_next: int = 0,
+    plan_capacity: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """`fail_plans` None reads PANEL_SIM_FAIL_PLANS (comma-separated plan ids)."""
+    """`fail_plans` None reads PANEL_SIM_FAIL_PLANS (comma-separated plan ids), `plan_capacity`
+    None reads PANEL_SIM_PLAN_CAPACITY (`plan=n,...`)."""
     state = PanelState(
         fail_plans=fail_plans_from_env() if fail_plans is None else frozenset(fail_plans),
         unavailable_next=unavailable_next,
+        plan_capacity=plan_capacity_from_env() if plan_capacity is None else dict(plan_capacity),
     )
     app = FastAPI(title="server panel simulator")
     app.state.panel = state
