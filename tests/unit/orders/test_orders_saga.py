@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -457,3 +458,13 @@ def test_a_server_plan_with_one_of_three_servers_failed_refunds_exactly_one_serv
     )
     assert state.status is OrderStatus.PARTIALLY_COMPLETED
     assert types(sent) == ["OrderCompleted"]
+
+
+def test_a_saga_row_stored_with_version_1_results_still_loads() -> None:
+    state = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING).state
+    stored = state.model_dump(mode="json")
+    stored["results"] = [{"line_no": 1, "item_id": "item-1", "status": "failed", "detail": "x"}]
+
+    loaded = SagaState.model_validate_json(json.dumps(stored))
+
+    assert [(r.status, r.units, r.units_failed) for r in loaded.results] == [("failed", 1, 1)]
