@@ -8,7 +8,6 @@ redelivered command gets the server the first attempt created instead of a secon
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import httpx
 from tenacity import (
@@ -78,11 +77,16 @@ class ServerPanelProvisioner:
         within the retry budget, the units left are failed without calling it: one budget
         bounds the line, however many servers it holds."""
         units: list[UnitOutcome] = []
+        gave_up: str | None = None
         for unit_no in range(1, item.quantity + 1):
-            if units and units[-1].detail.startswith(UNREACHABLE):
-                units.append(replace(units[-1], unit_no=unit_no))
-            else:
-                units.append(await self._provision_unit(item, unit_no))
+            if gave_up is None:
+                try:
+                    units.append(await self._provision_unit(item, unit_no))
+                    continue
+                except (PanelUnavailable, *TRANSIENT) as exc:
+                    log.warning("panel unreachable for %s: %r", item.unit_key(unit_no), exc)
+                    gave_up = f"{UNREACHABLE} after {self.max_attempts} attempts: {exc!r}"
+            units.append(UnitOutcome(unit_no, "failed", detail=gave_up))
         failed = [u for u in units if u.status == "failed"]
         delivered = [u for u in units if u.status == "delivered"]
         detail = f"{len(delivered)} of {len(units)} servers active"
@@ -97,16 +101,8 @@ class ServerPanelProvisioner:
         )
 
     async def _provision_unit(self, item: ItemToProvision, unit_no: int) -> UnitOutcome:
-        key = item.unit_key(unit_no)
-        try:
-            response = await self._create_server(item, unit_no, key)
-        except (PanelUnavailable, *TRANSIENT) as exc:
-            log.warning("panel unreachable for %s: %r", key, exc)
-            return UnitOutcome(
-                unit_no,
-                "failed",
-                detail=f"{UNREACHABLE} after {self.max_attempts} attempts: {exc!r}",
-            )
+        """The panel's answer for one unit; raises when it cannot be had within the budget."""
+        response = await self._create_server(item, unit_no, item.unit_key(unit_no))
         if response.is_success:
             server_id = _server_id(response)
             if server_id is None:

@@ -10,8 +10,10 @@ from sqlalchemy import select
 from services.provisioning import models
 from shared.messages import contracts as c
 from tests.support.provisioning import (
+    MakeRig,
     Panel,
     ProvisioningRig,
+    closed_port_url,
     job_created,
     line,
     load_job,
@@ -153,3 +155,20 @@ async def test_every_kind_reports_its_quantity_as_units(rig: ProvisioningRig) ->
     ]
     assert [r.detail for r in reply.results][:2] == ["15 sessions", "200 credits granted"]
     assert reply.results[2].detail.startswith("4 jobs due ")
+
+
+async def test_a_panel_that_is_down_costs_one_retry_budget_per_line_not_per_server(
+    make_rig: MakeRig,
+) -> None:
+    rig = await make_rig(panel_url=closed_port_url(), panel_max_attempts=2)
+    order_id = await job_created(rig, line(1, "server_plan", "srv-small", quantity=3))
+
+    reply = await provision(rig, order_id)
+
+    assert isinstance(reply, c.OrderProvisionedV2)
+    [result] = reply.results
+    assert (result.status, result.units_failed) == ("failed", 3)
+    units = await stored_units(rig, order_id)
+    assert [(u, s) for _, u, s, _ in units] == [(1, "failed"), (2, "failed"), (3, "failed")]
+    job = await load_job(rig, order_id)
+    assert all("unreachable after 2 attempts" in u.detail for u in job.items[0].units)
