@@ -304,16 +304,30 @@ def _checkout_lines(rows: list[Row]) -> list[CheckoutLine]:
     ]
 
 
+def _units_failed(item: Row) -> int:
+    """An item's failed units; a row without the column (before units were counted) failed
+    all of its quantity or none."""
+    if item.get("units_failed") is not None:
+        return int(item["units_failed"])
+    return int(item["quantity"]) if item["status"] == "failed" else 0
+
+
+def _failed_units(s: Snapshot) -> dict[str, dict[int, int]]:
+    """Per order, the failed units of each line that had any."""
+    job_of = {str(j["id"]): str(j["order_id"]) for j in s.jobs}
+    failed: dict[str, dict[int, int]] = defaultdict(dict)
+    for item in s.job_items:
+        if units := _units_failed(item):
+            failed[job_of.get(str(item["job_id"]), "")][item["line_no"]] = units
+    return failed
+
+
 def paid_orders_settled(s: Snapshot) -> InvariantResult:
     offenders = []
     paid_history = {h["order_id"] for h in s.order_history if h["status"] == "paid"}
     sessions = {r["order_id"]: r for r in s.payment_sessions if r["status"] == "complete"}
     lines = _group(s.order_lines, lambda r: str(r["order_id"]))
-    job_of = {str(j["id"]): str(j["order_id"]) for j in s.jobs}
-    failed_lines: dict[str, set[int]] = defaultdict(set)
-    for item in s.job_items:
-        if item["status"] == "failed":
-            failed_lines[job_of.get(str(item["job_id"]), "")].add(item["line_no"])
+    failed_units = _failed_units(s)
     money, credits = _money_refunded(s), _ledger_sum(s, "refund")
     captured = _ledger_sum(s, "capture")
     paid = 0
@@ -327,13 +341,14 @@ def paid_orders_settled(s: Snapshot) -> InvariantResult:
         if status == "completed":
             want = (0, 0)
         elif status == "partially_completed":
-            failed = failed_lines.get(oid, set())
+            failed = failed_units.get(oid, {})
             share = share_of_failed(_checkout_lines(lines[oid]), failed, amount_paid=amount_paid)
             want = (share.money, share.credits)
-            if not failed or len(failed) == len(lines[oid]):
+            bought = sum(line["quantity"] for line in lines[oid])
+            if not failed or sum(failed.values()) == bought:
                 offenders.append(
-                    f"order {oid}: partially_completed with {len(failed)} failed "
-                    f"of {len(lines[oid])} items"
+                    f"order {oid}: partially_completed with {sum(failed.values())} failed "
+                    f"of {bought} units"
                 )
         elif status == "refunded":
             want = (amount_paid, captured.get(oid, 0))
@@ -531,6 +546,76 @@ def stripe_agrees(s: Snapshot) -> InvariantResult:
     )
 
 
+# --- 11 ------------------------------------------------------------------------------------
+
+REFUND_KEY_PREFIX = "failed-lines-"
+
+
+def _refunded_units(key: str, quantity: dict[int, int]) -> dict[int, int] | None:
+    """The units a refund key says were refunded, per line (`n`: all of line n, `nxk`: k of
+    its units); None for a key that is not a failed-lines refund."""
+    if not key.startswith(REFUND_KEY_PREFIX):
+        return None
+    units: dict[int, int] = {}
+    for part in key.removeprefix(REFUND_KEY_PREFIX).split("-"):
+        line, _, count = part.partition("x")
+        units[int(line)] = int(count) if count else quantity.get(int(line), 0)
+    return units
+
+
+def units_accounted(s: Snapshot) -> InvariantResult:
+    """Per line of a completed or partially completed order: units delivered = units bought -
+    units refunded; a line built unit by unit (a server plan) has a delivered unit row for each."""
+    offenders = []
+    lines = _group(s.order_lines, lambda r: str(r["order_id"]))
+    job_of = {str(j["id"]): str(j["order_id"]) for j in s.jobs}
+    items = {(job_of.get(str(i["job_id"]), ""), i["line_no"]): i for i in s.job_items}
+    # Lines made unit by unit (servers) have a row per unit; count the delivered ones.
+    built_units: dict[tuple[str, int], int] = defaultdict(int)
+    for unit in s.job_units:
+        built_units[(job_of.get(str(unit["job_id"]), ""), unit["line_no"])] += (
+            unit["status"] == "delivered"
+        )
+    keys: dict[str, set[str]] = defaultdict(set)
+    for refund in s.refunds:
+        keys[refund["order_id"]].add(refund["refund_key"])
+    for entry in s.ledger:
+        if entry["kind"] == "refund" and entry["order_id"]:
+            keys[entry["order_id"]].add(entry["reference"].split(":", 2)[-1])
+    checked = 0
+    for order in sorted(s.orders, key=lambda o: str(o["id"])):
+        oid = order["id"]
+        if order["status"] not in ("completed", "partially_completed"):
+            continue
+        quantity = {line["line_no"]: line["quantity"] for line in lines.get(oid, [])}
+        refunded: dict[int, int] = {}
+        for key in sorted(keys.get(oid, ())):
+            units = _refunded_units(key, quantity)
+            if units is None:
+                offenders.append(f"order {oid}: {order['status']} with a {key} refund")
+            else:
+                refunded = units  # money and credits of one failure share its key
+        for line_no, bought in sorted(quantity.items()):
+            item = items.get((oid, line_no))
+            if item is None:
+                offenders.append(f"order {oid} line {line_no}: no job item")
+                continue
+            checked += 1
+            delivered = bought - _units_failed(item)
+            if delivered != bought - refunded.get(line_no, 0):
+                offenders.append(
+                    f"order {oid} line {line_no}: {delivered} of {bought} units delivered, "
+                    f"{refunded.get(line_no, 0)} refunded"
+                )
+            built = (oid, line_no) in built_units
+            if built and built_units[(oid, line_no)] != delivered:
+                offenders.append(
+                    f"order {oid} line {line_no}: {built_units[(oid, line_no)]} units built "
+                    f"for {delivered} delivered"
+                )
+    return _result("units delivered = bought - refunded", offenders, f"{checked} order lines")
+
+
 CHECKS: tuple[Callable[[Snapshot], InvariantResult], ...] = (
     credits_conserved,
     no_double_charge,
@@ -542,6 +627,7 @@ CHECKS: tuple[Callable[[Snapshot], InvariantResult], ...] = (
     outbox_drained,
     no_frozen_cart,
     stripe_agrees,
+    units_accounted,
 )
 
 

@@ -52,6 +52,7 @@ class Snapshot:
     # provisioning
     jobs: Rows = ()
     job_items: Rows = ()
+    job_units: Rows = ()  # one row per server of a server plan line
     entitlements: Rows = ()
     # cart
     carts: Rows = ()
@@ -150,7 +151,11 @@ _TABLES: dict[str, dict[str, tuple[Table, tuple[str, ...]]]] = {
         "jobs": (_t(provisioning.Job), ("id", "order_id", "status")),
         "job_items": (
             _t(provisioning.JobItem),
-            ("job_id", "line_no", "kind", "quantity", "units_per_item", "status"),
+            ("job_id", "line_no", "kind", "quantity", "units_per_item", "status", "units_failed"),
+        ),
+        "job_units": (
+            _t(provisioning.JobUnit),
+            ("job_id", "line_no", "unit_no", "status"),
         ),
         "entitlements": (
             _t(provisioning.Entitlement),
@@ -417,6 +422,7 @@ async def take_snapshot(
         stripe_events=t("stripe_events"),
         jobs=t("jobs"),
         job_items=t("job_items"),
+        job_units=t("job_units"),
         entitlements=t("entitlements"),
         carts=t("carts"),
         checkouts=t("checkouts"),

@@ -29,6 +29,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.PaymentExpired,
         c.PaymentRefunded,
         c.OrderProvisioned,
+        c.OrderProvisionedV2,
         c.ProvisioningFailed,
     ),
     c.PAYMENTS: (),
@@ -61,4 +62,5 @@ class Names:
 
 
 def event_types(service: str) -> tuple[str, ...]:
-    return tuple(e.TYPE for e in SUBSCRIPTIONS[service])
+    # Two versions of one event share its type (and routing key): bind it once.
+    return tuple(dict.fromkeys(e.TYPE for e in SUBSCRIPTIONS[service]))

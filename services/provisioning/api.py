@@ -18,6 +18,13 @@ router = APIRouter(tags=["provisioning"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
 
+class JobUnitOut(BaseModel):
+    unit_no: int
+    status: str
+    detail: str
+    external_ref: str | None
+
+
 class JobItemOut(BaseModel):
     line_no: int
     item_id: str
@@ -28,6 +35,9 @@ class JobItemOut(BaseModel):
     status: str
     detail: str
     external_ref: str | None
+    units_failed: int
+    # Each unit's own outcome, for lines made one unit at a time (servers); else empty.
+    units: list[JobUnitOut]
 
 
 class JobOut(BaseModel):

@@ -36,7 +36,7 @@ class ItemsStillPending(ProvisioningError):
 
 
 JobStatus = Literal["created", "scheduled", "done", "partially_done", "cancelled", "failed"]
-ItemStatus = Literal["pending", "delivered", "scheduled", "failed"]
+ItemStatus = Literal["pending", "delivered", "partially_delivered", "scheduled", "failed"]
 ProvisioningAction = Literal["run", "replay"]
 
 # Kinds that deliver "units_per_item * quantity" of something; zero units would deliver nothing.
@@ -86,8 +86,24 @@ def new_job(*, user_id: str, lines: Iterable[CheckoutLine]) -> tuple[JobLine, ..
     return result
 
 
+LineOutcome = Literal["delivered", "partially_delivered", "scheduled", "failed"]
+
+
+def line_status_for(
+    *, units: int, units_failed: int, done: Literal["delivered", "scheduled"] = "delivered"
+) -> LineOutcome:
+    """A line of `units` with `units_failed` of them not delivered: `done` (delivered or
+    scheduled) when none failed, failed when all did, else partially_delivered."""
+    if not 0 <= units_failed <= units:
+        raise ValueError(f"{units_failed} of {units} units failed")
+    if units_failed == 0:
+        return done
+    return "failed" if units_failed == units else "partially_delivered"
+
+
 def job_status_for(item_statuses: Iterable[str]) -> JobStatus:
-    """All delivered → done; any failed → partially_done (all failed → failed); else scheduled."""
+    """All delivered → done; any failed, wholly or partly → partially_done (every line wholly
+    failed → failed); else scheduled."""
     statuses = list(item_statuses)
     if not statuses:
         raise InvalidJob("empty_job")
@@ -96,7 +112,7 @@ def job_status_for(item_statuses: Iterable[str]) -> JobStatus:
     failed = statuses.count("failed")
     if failed == len(statuses):
         return "failed"
-    if failed:
+    if failed or "partially_delivered" in statuses:
         return "partially_done"
     if "scheduled" in statuses:
         return "scheduled"

@@ -15,7 +15,7 @@ from services.provisioning.provisioners import (
     Provisioners,
     provision_item,
 )
-from services.provisioning.repository import StoredItem, StoredJob
+from services.provisioning.repository import StoredItem, StoredJob, StoredUnit
 from shared.dispatch import Handler, MessageContext
 from shared.messages import Contract
 from shared.messages import contracts as c
@@ -53,7 +53,7 @@ async def handle_provision_order(
         # the same server back; no item is delivered twice.
         job = await _provision_job(job, provisioners, ProvisionContext(ctx, now=_now()))
     await ctx.emit(
-        c.OrderProvisioned(order_id=msg.order_id, job_id=str(job.id), results=_results_of(job))
+        c.OrderProvisionedV2(order_id=msg.order_id, job_id=str(job.id), results=_results_of(job))
     )
 
 
@@ -76,11 +76,12 @@ async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
 async def _provision_job(
     job: StoredJob, provisioners: Provisioners, pctx: ProvisionContext
 ) -> StoredJob:
-    """Runs the provisioner of each pending item, stores outcomes, job status and due time, and
-    returns the job as stored."""
+    """Runs the provisioner of each pending item, stores outcomes (each unit's, when made one
+    by one), job status and due time, and returns the job as stored."""
     due_times = [job.due_at]
     items: list[StoredItem] = []
     provisioned: list[StoredItem] = []
+    units: list[StoredUnit] = []
     for item in job.items:
         if item.status == "pending":
             outcome = await provision_item(provisioners, _to_provision(job, item), pctx)
@@ -89,8 +90,13 @@ async def _provision_job(
                 status=outcome.status,
                 detail=outcome.detail,
                 external_ref=outcome.external_ref,
+                units_failed=outcome.units_failed,
             )
             provisioned.append(item)
+            units.extend(
+                StoredUnit(item.line_no, u.unit_no, u.status, u.detail, u.external_ref)
+                for u in outcome.units
+            )
             due_times.append(outcome.due_at)
         items.append(item)
     job = dataclasses.replace(
@@ -99,7 +105,7 @@ async def _provision_job(
         due_at=domain.due_at_for(due_times),
         items=tuple(items),
     )
-    await repository.store_outcomes(pctx.db, job, provisioned, now=pctx.now)
+    await repository.store_outcomes(pctx.db, job, provisioned, units, now=pctx.now)
     return job
 
 
@@ -117,11 +123,18 @@ def _to_provision(job: StoredJob, item: StoredItem) -> ItemToProvision:
     )
 
 
-def _results_of(job: StoredJob) -> tuple[c.ItemResult, ...]:
+def _results_of(job: StoredJob) -> tuple[c.ItemResultV2, ...]:
     # Validated, not cast: a stored status outside the contract must fail loudly here.
     return tuple(
-        c.ItemResult.model_validate(
-            {"line_no": i.line_no, "item_id": i.item_id, "status": i.status, "detail": i.detail}
+        c.ItemResultV2.model_validate(
+            {
+                "line_no": i.line_no,
+                "item_id": i.item_id,
+                "status": i.status,
+                "detail": i.detail,
+                "units": i.quantity,
+                "units_failed": i.units_failed,
+            }
         )
         for i in job.items
     )

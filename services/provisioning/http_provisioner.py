@@ -17,11 +17,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from services.provisioning.provisioners import ItemOutcome, ItemToProvision, ProvisionContext
+from services.provisioning.domain import line_status_for
+from services.provisioning.provisioners import (
+    ItemOutcome,
+    ItemToProvision,
+    ProvisionContext,
+    UnitOutcome,
+)
 
 log = logging.getLogger("services.provisioning.http_provisioner")
 
 TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+UNREACHABLE = "panel unreachable"
 
 
 class PanelUnavailable(Exception):
@@ -65,26 +72,53 @@ class ServerPanelProvisioner:
             self._client = None
 
     async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
-        try:
-            response = await self._create_server(item)
-        except (PanelUnavailable, *TRANSIENT) as exc:
-            log.warning("panel unreachable for %s: %r", item.key, exc)
-            return ItemOutcome(
-                "failed", detail=f"panel unreachable after {self.max_attempts} attempts: {exc!r}"
-            )
+        """One server per unit of the line, each under its own Idempotency-Key; a unit the panel
+        refuses fails alone, the others are still built. Once the panel could not be reached
+        within the retry budget, the units left are failed without calling it: one budget
+        bounds the line, however many servers it holds."""
+        units: list[UnitOutcome] = []
+        gave_up: str | None = None
+        for unit_no in range(1, item.quantity + 1):
+            if gave_up is None:
+                try:
+                    units.append(await self._provision_unit(item, unit_no))
+                    continue
+                except (PanelUnavailable, *TRANSIENT) as exc:
+                    log.warning("panel unreachable for %s: %r", item.unit_key(unit_no), exc)
+                    gave_up = f"{UNREACHABLE} after {self.max_attempts} attempts: {exc!r}"
+            units.append(UnitOutcome(unit_no, "failed", detail=gave_up))
+        failed = [u for u in units if u.status == "failed"]
+        delivered = [u for u in units if u.status == "delivered"]
+        detail = f"{len(delivered)} of {len(units)} servers active"
+        if failed:
+            detail += "; " + "; ".join(f"unit {u.unit_no}: {u.detail}" for u in failed)
+        return ItemOutcome(
+            line_status_for(units=len(units), units_failed=len(failed)),
+            detail=detail[:2000],
+            external_ref=delivered[0].external_ref if delivered else None,
+            units_failed=len(failed),
+            units=tuple(units),
+        )
+
+    async def _provision_unit(self, item: ItemToProvision, unit_no: int) -> UnitOutcome:
+        """The panel's answer for one unit; raises when it cannot be had within the budget."""
+        response = await self._create_server(item, unit_no, item.unit_key(unit_no))
         if response.is_success:
             server_id = _server_id(response)
             if server_id is None:
-                return ItemOutcome("failed", detail="panel answered without a server id")
-            return ItemOutcome("delivered", detail="server active", external_ref=server_id)
-        return ItemOutcome(
-            "failed", detail=f"panel refused ({response.status_code}): {response.text[:300]}"
+                return UnitOutcome(unit_no, "failed", detail="panel answered without a server id")
+            return UnitOutcome(unit_no, "delivered", detail="server active", external_ref=server_id)
+        return UnitOutcome(
+            unit_no,
+            "failed",
+            detail=f"panel refused ({response.status_code}): {response.text[:300]}",
         )
 
-    async def _create_server(self, item: ItemToProvision) -> httpx.Response:
+    async def _create_server(self, item: ItemToProvision, unit_no: int, key: str) -> httpx.Response:
         body = {
             "order_id": item.order_id,
             "line_no": item.line_no,
+            "unit_no": unit_no,
             "plan": item.item_id,
             "user_id": item.user_id,
         }
@@ -101,7 +135,7 @@ class ServerPanelProvisioner:
         async for attempt in retrying:
             with attempt:
                 response = await client.post(
-                    "/servers", json=body, headers={"Idempotency-Key": item.key}
+                    "/servers", json=body, headers={"Idempotency-Key": key}
                 )
                 if response.status_code >= 500:
                     raise PanelUnavailable(response)

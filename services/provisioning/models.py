@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     MetaData,
     String,
@@ -22,7 +23,8 @@ from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
 JOB_STATUSES = ("created", "scheduled", "done", "partially_done", "cancelled", "failed")
-ITEM_STATUSES = ("pending", "delivered", "scheduled", "failed")
+ITEM_STATUSES = ("pending", "delivered", "partially_delivered", "scheduled", "failed")
+UNIT_STATUSES = ("delivered", "failed")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -61,6 +63,7 @@ class JobItem(Base):
         CheckConstraint(_one_of("status", ITEM_STATUSES), name="status"),
         CheckConstraint("quantity >= 1", name="quantity_positive"),
         CheckConstraint("units_per_item >= 0", name="units_not_negative"),
+        CheckConstraint("units_failed BETWEEN 0 AND quantity", name="units_failed_in_quantity"),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(
@@ -75,8 +78,38 @@ class JobItem(Base):
     status: Mapped[str] = mapped_column(String(20))
     detail: Mapped[str] = mapped_column(Text, default="")
     external_ref: Mapped[str | None] = mapped_column(String(200))
+    # How many of `quantity` units were not delivered (the saga refunds exactly those).
+    units_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
+    units: Mapped[list[JobUnit]] = relationship(
+        back_populates="item", order_by="JobUnit.unit_no", lazy="raise"
+    )
+
+
+class JobUnit(Base):
+    """One unit of a line that is built one by one (a server of a server plan): its outcome
+    and what the panel made of it, under its own idempotency key."""
+
+    __tablename__ = "job_units"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["job_id", "line_no"],
+            ["job_items.job_id", "job_items.line_no"],
+            ondelete="CASCADE",
+        ),
+        CheckConstraint(_one_of("status", UNIT_STATUSES), name="status"),
+        CheckConstraint("unit_no >= 1", name="unit_no_positive"),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+
+    item: Mapped[JobItem] = relationship(back_populates="units", lazy="raise")
 
 
 class Entitlement(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -16,7 +16,8 @@ from shared.dispatch import MessageContext
 from shared.messages import Contract
 from shared.messages.contracts import GrantCredits
 
-OutcomeStatus = Literal["delivered", "scheduled", "failed"]
+OutcomeStatus = Literal["delivered", "partially_delivered", "scheduled", "failed"]
+UnitStatus = Literal["delivered", "failed"]
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,34 @@ class ItemToProvision:
 
     @property
     def key(self) -> str:
-        """Stable per order line: the idempotency key of every effect this line causes."""
+        """Stable per order line: the idempotency key of an effect the whole line causes once."""
         return f"{self.order_id}:{self.line_no}"
+
+    def unit_key(self, unit_no: int) -> str:
+        """Stable per unit of the line, for effects made one unit at a time. Unit 1 keeps the
+        line's key, so a line provisioned before units were counted is not made twice."""
+        return self.key if unit_no == 1 else f"{self.key}:{unit_no}"
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    unit_no: int
+    status: UnitStatus
+    detail: str = ""
+    external_ref: str | None = None
 
 
 @dataclass(frozen=True)
 class ItemOutcome:
+    """A line's outcome. `units_failed` of the line's quantity were not delivered (all of them
+    when it failed); `units` holds each unit's own outcome when units were made one by one."""
+
     status: OutcomeStatus
     detail: str = ""
     external_ref: str | None = None
     due_at: datetime | None = None
+    units_failed: int = 0
+    units: tuple[UnitOutcome, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,8 +95,12 @@ async def provision_item(
 ) -> ItemOutcome:
     provisioner = provisioners.get(item.kind)
     if provisioner is None:
-        return ItemOutcome("failed", detail="no provisioner")
-    return await provisioner.provision(item, ctx)
+        return ItemOutcome("failed", detail="no provisioner", units_failed=item.quantity)
+    outcome = await provisioner.provision(item, ctx)
+    if outcome.status == "failed" and outcome.units_failed == 0:
+        # A provisioner that fails a line as a whole fails every unit of it.
+        return replace(outcome, units_failed=item.quantity)
+    return outcome
 
 
 class SessionPackageProvisioner:
@@ -98,13 +121,14 @@ class SessionPackageProvisioner:
 
 @dataclass(frozen=True)
 class ServiceJobProvisioner:
-    """Books the work for later: the job becomes due `lead_hours` from now."""
+    """Books the work for later: the line's `quantity` jobs become due `lead_hours` from now."""
 
     lead_hours: int
 
     async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
         due_at = ctx.now + timedelta(hours=self.lead_hours)
-        return ItemOutcome("scheduled", detail=f"due {due_at.isoformat()}", due_at=due_at)
+        jobs = "1 job" if item.quantity == 1 else f"{item.quantity} jobs"
+        return ItemOutcome("scheduled", detail=f"{jobs} due {due_at.isoformat()}", due_at=due_at)
 
 
 class CreditPackProvisioner:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from services.provisioning.domain import JobLine
-from services.provisioning.models import Entitlement, Job, JobItem
+from services.provisioning.models import Entitlement, Job, JobItem, JobUnit
 from shared.db import insert_or_nothing, is_postgres
 
 
@@ -21,6 +21,18 @@ from shared.db import insert_or_nothing, is_postgres
 class StoredItem(JobLine):
     """A job item as stored: its line and, once provisioned, the outcome."""
 
+    status: str
+    detail: str
+    external_ref: str | None
+    units_failed: int
+
+
+@dataclass(frozen=True)
+class StoredUnit:
+    """One unit of a line made one by one (a server), with its outcome."""
+
+    line_no: int
+    unit_no: int
     status: str
     detail: str
     external_ref: str | None
@@ -43,6 +55,7 @@ class StoredJob:
 _jobs = cast(Table, Job.__table__)
 _items = cast(Table, JobItem.__table__)
 _entitlements = cast(Table, Entitlement.__table__)
+_units = cast(Table, JobUnit.__table__)
 
 _ADD_JOB = insert_or_nothing(_jobs, "order_id")
 _JOB_ID = select(_jobs.c.id).where(_jobs.c.order_id == bindparam("b_order_id"))
@@ -63,6 +76,7 @@ _LOCKED_JOB = (
         _items.c.status,
         _items.c.detail,
         _items.c.external_ref,
+        _items.c.units_failed,
     )
     .join(_items, _items.c.job_id == _jobs.c.id)
     .where(_jobs.c.order_id == bindparam("b_order_id"))
@@ -93,8 +107,10 @@ _STORE_ITEM = (
         status=bindparam("b_status"),
         detail=bindparam("b_detail"),
         external_ref=bindparam("b_external_ref"),
+        units_failed=bindparam("b_units_failed"),
     )
 )
+_ADD_UNITS = insert(_units)
 _ADD_ENTITLEMENT = insert_or_nothing(_entitlements, "order_id", "line_no")
 
 
@@ -146,8 +162,12 @@ async def create_job(
 
 
 async def job_by_order(session: AsyncSession, order_id: str) -> Job | None:
-    """The order's job with its items (one joined query), for reading."""
-    stmt = select(Job).where(Job.order_id == order_id).options(joinedload(Job.items))
+    """The order's job with its items (one joined query) and their units, for reading."""
+    stmt = (
+        select(Job)
+        .where(Job.order_id == order_id)
+        .options(joinedload(Job.items).selectinload(JobItem.units))
+    )
     return (await session.execute(stmt)).unique().scalar_one_or_none()
 
 
@@ -182,9 +202,14 @@ async def cancel_job(session: AsyncSession, *, order_id: str, reason: str, now: 
 
 
 async def store_outcomes(
-    session: AsyncSession, job: StoredJob, items: Sequence[StoredItem], *, now: datetime
+    session: AsyncSession,
+    job: StoredJob,
+    items: Sequence[StoredItem],
+    units: Sequence[StoredUnit] = (),
+    *,
+    now: datetime,
 ) -> None:
-    """Writes the job's status and due time, and the outcome of each of `items`."""
+    """Writes the job's status and due time, the outcome of each of `items` and of `units`."""
     await session.execute(
         _STORE_JOB,
         {"b_job_id": job.id, "b_status": job.status, "b_due_at": job.due_at, "b_now": now},
@@ -200,10 +225,26 @@ async def store_outcomes(
                 "b_status": i.status,
                 "b_detail": i.detail,
                 "b_external_ref": i.external_ref,
+                "b_units_failed": i.units_failed,
             }
             for i in items
         ],
     )
+    if units:
+        await session.execute(
+            _ADD_UNITS,
+            [
+                {
+                    "job_id": job.id,
+                    "line_no": u.line_no,
+                    "unit_no": u.unit_no,
+                    "status": u.status,
+                    "detail": u.detail,
+                    "external_ref": u.external_ref,
+                }
+                for u in units
+            ],
+        )
 
 
 async def add_entitlement(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.messages.envelope import Command, Event
 
@@ -54,6 +54,29 @@ class ItemResult(BaseModel):
     item_id: str
     status: Literal["delivered", "scheduled", "failed"]
     detail: str = ""
+
+
+class ItemResultV2(BaseModel):
+    """One line's outcome counted in units (servers, jobs, packs: the line's quantity).
+
+    `partially_delivered`: some units delivered, `units_failed` of `units` not; the saga refunds
+    exactly the failed units' share. `failed` means every unit failed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int
+    item_id: str
+    status: Literal["delivered", "partially_delivered", "scheduled", "failed"]
+    detail: str = ""
+    units: int = Field(ge=1)
+    units_failed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _no_more_failed_than_bought(self) -> ItemResultV2:
+        if self.units_failed > self.units:
+            raise ValueError(f"{self.units_failed} of {self.units} units failed")
+        return self
 
 
 # --- cart -> orders -------------------------------------------------------------------------
@@ -299,6 +322,18 @@ class OrderProvisioned(Event):
     order_id: str
     job_id: str
     results: tuple[ItemResult, ...]
+
+
+class OrderProvisionedV2(Event):
+    """Version 2: each result counts its units, so a line can be partly delivered. Version 1
+    (`OrderProvisioned`) could only say a whole line failed; orders reads both."""
+
+    TYPE = "provisioning.order_provisioned"
+    VERSION = 2
+
+    order_id: str
+    job_id: str
+    results: tuple[ItemResultV2, ...]
 
 
 class ProvisioningFailed(Event):

@@ -25,7 +25,8 @@ from tests.support.stack import (
 from tests.support.waiting import eventually
 
 stack = stack_fixture(
-    failing_panel_overrides("vps-broken", "vps-broken-credits"),
+    # The panel can build two vps-scarce servers, then the plan is sold out.
+    failing_panel_overrides("vps-broken", "vps-broken-credits", capacity={"vps-scarce": 2}),
     catalogue={
         item_id: {
             "kind": "server_plan",
@@ -35,7 +36,11 @@ stack = stack_fixture(
             "credit_price": credit_price,
             "units_per_item": 1,
         }
-        for item_id, credit_price in (("vps-broken", None), ("vps-broken-credits", 150))
+        for item_id, credit_price in (
+            ("vps-broken", None),
+            ("vps-broken-credits", 150),
+            ("vps-scarce", None),
+        )
     },
 )
 
@@ -146,6 +151,40 @@ async def test_items_that_cannot_be_provisioned_are_refunded_and_the_rest_delive
         "available": 1000 - 550 + 100 + 150,
         "reserved": 0,
     }
+    await eventually(lambda: cart_status_is(stack, order_id, "checked_out"), within=10)
+    await assert_messaging_settled(stack, order_id)
+
+
+async def test_three_servers_of_which_the_panel_builds_two_refund_exactly_one(
+    stack: Stack, sim: httpx.AsyncClient
+) -> None:
+    shopper = Shopper(stack)
+    order_id, _ = await shopper.checkout({"vps-scarce": 3}, use_credits=False)
+    order = await shopper.wait_for(order_id, {"awaiting_payment"} | TERMINAL)
+    assert order["money_total"] == 6000
+    await pay(sim, order)
+    order = await shopper.wait_for(order_id, TERMINAL)
+
+    assert order["status"] == "partially_completed", order
+    [line] = order["lines"]
+    assert line["result"] == "partially_delivered"
+
+    async def refund_settled() -> bool:
+        return await refunds(stack, order_id) == [{"amount": 2000, "status": "succeeded"}]
+
+    await eventually(refund_settled, within=15)
+    units = await rows(
+        stack,
+        "provisioning",
+        "SELECT u.unit_no, u.status FROM job_units u JOIN jobs j ON j.id = u.job_id"
+        " WHERE j.order_id = :o ORDER BY u.unit_no",
+        o=order_id,
+    )
+    assert [(u["unit_no"], u["status"]) for u in units] == [
+        (1, "delivered"),
+        (2, "delivered"),
+        (3, "failed"),
+    ]
     await eventually(lambda: cart_status_is(stack, order_id, "checked_out"), within=10)
     await assert_messaging_settled(stack, order_id)
 

@@ -85,7 +85,7 @@ async def test_create_and_provision_a_mixed_order(
         reason="credit pack",
         order_id=order_id,
     )
-    assert isinstance(provisioned, c.OrderProvisioned) and provisioned.job_id == created.job_id
+    assert isinstance(provisioned, c.OrderProvisionedV2) and provisioned.job_id == created.job_id
     assert [(r.line_no, r.status) for r in provisioned.results] == [
         (1, "delivered"),
         (2, "delivered"),
@@ -117,7 +117,7 @@ async def test_concurrent_duplicates_make_one_job_and_one_delivery(
 
     messages = await provisioning.messages_for(order_id)
     created = {m.job_id for m in messages if isinstance(m, c.JobCreated)}
-    replies = [m for m in messages if isinstance(m, c.OrderProvisioned)]
+    replies = [m for m in messages if isinstance(m, c.OrderProvisionedV2)]
     assert len(created) == 1 and len(replies) == 4
     assert all(r == replies[0] for r in replies)
     assert panel.state.requests_by_key[f"{order_id}:2"] == 1
@@ -198,7 +198,7 @@ async def test_a_provision_order_that_waited_for_another_replays_what_it_stored(
         await asyncio.gather(first, second)
 
         messages = await service.messages_for(order_id)
-        replies = [m for m in messages if isinstance(m, c.OrderProvisioned)]
+        replies = [m for m in messages if isinstance(m, c.OrderProvisionedV2)]
         assert len(replies) == 2 and replies[0] == replies[1]
         assert [(r.line_no, r.status) for r in replies[0].results] == [
             (1, "delivered"),

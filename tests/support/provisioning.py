@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from services.provisioning import repository
+from services.provisioning.models import Job
 from services.provisioning.settings import ProvisioningSettings
 from shared.messages import Contract, payload_of
-from shared.messages.contracts import CheckoutLine, ItemKind
+from shared.messages.contracts import CheckoutLine, CreateJob, ItemKind, ProvisionOrder
 from simulators.panel import PanelState, create_panel_app
-from tests.support.rig import ServiceRig, settings_for
+from tests.support.rig import ServiceRig, new_order_id, settings_for
 from tests.support.serving import serving
 
 # A plan the panel simulator of these tests refuses to build.
@@ -76,6 +78,28 @@ class ProvisioningRig(ServiceRig):
     async def messages_for(self, order_id: str) -> list[Contract]:
         """Every message the service wrote to its outbox for this order, oldest first."""
         return [payload_of(e) for e in await self.emitted(correlation_id=order_id)]
+
+
+async def job_created(rig: ProvisioningRig, *lines: CheckoutLine, user_id: str = "alice") -> str:
+    """A new order whose job was created from `lines`; its id."""
+    order_id = new_order_id()
+    await rig.deliver(
+        CreateJob(order_id=order_id, user_id=user_id, lines=lines), correlation_id=order_id
+    )
+    return order_id
+
+
+async def provision(rig: ProvisioningRig, order_id: str) -> Contract:
+    """Delivers a ProvisionOrder; the last message the service wrote for the order."""
+    await rig.deliver(ProvisionOrder(order_id=order_id), correlation_id=order_id)
+    return (await rig.messages_for(order_id))[-1]
+
+
+async def load_job(rig: ProvisioningRig, order_id: str) -> Job:
+    async with rig.runtime.sessionmaker() as session:
+        job = await repository.job_by_order(session, order_id)
+    assert job is not None
+    return job
 
 
 MakeRig = Callable[..., Awaitable[ProvisioningRig]]

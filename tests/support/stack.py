@@ -108,10 +108,16 @@ async def sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict
     return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
 
 
-def failing_panel_overrides(*plans: str) -> dict[str, dict[str, str]]:
-    """A stack whose server panel refuses `plans`, with fast Stripe retries."""
+def failing_panel_overrides(
+    *plans: str, capacity: Mapping[str, int] | None = None
+) -> dict[str, dict[str, str]]:
+    """A stack whose server panel refuses `plans` and builds at most `capacity[plan]` servers
+    of a plan named there, with fast Stripe retries."""
+    panel = {"PANEL_SIM_FAIL_PLANS": ",".join(plans)}
+    if capacity:
+        panel["PANEL_SIM_PLAN_CAPACITY"] = ",".join(f"{p}={n}" for p, n in capacity.items())
     return {
-        "panel_sim": {"PANEL_SIM_FAIL_PLANS": ",".join(plans)},
+        "panel_sim": panel,
         "payments": {
             "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.1",
             "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "0.3",

@@ -7,7 +7,7 @@ new state and writes the decision's messages to the outbox in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -219,16 +219,39 @@ def _on_credits_captured(state: SagaState, _r: Any, now: datetime, timing: Timin
 
 
 def _on_order_provisioned(
-    state: SagaState, r: c.OrderProvisioned, now: datetime, timing: Timing
+    state: SagaState, r: c.OrderProvisioned | c.OrderProvisionedV2, now: datetime, timing: Timing
 ) -> Decision:
     if state.step is not Step.PROVISIONING:
         return _ignore(state)
-    state = state.evolve(results=r.results)
-    failed = tuple(result.line_no for result in r.results if result.status == "failed")
+    results = units_of(state.lines, r)
+    state = state.evolve(results=results)
+    failed = {result.line_no: result.units_failed for result in results if result.units_failed}
     if failed:
-        why = f"{len(failed)} of {len(r.results)} items could not be provisioned"
+        units = sum(result.units for result in results)
+        why = f"{sum(failed.values())} of {units} units could not be provisioned"
         return _refund_failed(state, failed, why, now, timing)
     return _finish(state, OrderStatus.COMPLETED, "all items provisioned")
+
+
+def units_of(
+    lines: tuple[c.CheckoutLine, ...], r: c.OrderProvisioned | c.OrderProvisionedV2
+) -> tuple[c.ItemResultV2, ...]:
+    """Version 2 results as they are; a version 1 result counted in units: a failed line
+    failed all of its quantity, any other none."""
+    if isinstance(r, c.OrderProvisionedV2):
+        return r.results
+    quantity = {line.line_no: line.quantity for line in lines}
+    return tuple(
+        c.ItemResultV2(
+            line_no=x.line_no,
+            item_id=x.item_id,
+            status=x.status,
+            detail=x.detail,
+            units=quantity.get(x.line_no, 1),
+            units_failed=quantity.get(x.line_no, 1) if x.status == "failed" else 0,
+        )
+        for x in r.results
+    )
 
 
 def _on_provisioning_failed(
@@ -269,6 +292,7 @@ _REACTIONS: dict[type[Contract], Reaction] = {
     c.PaymentExpired: _on_payment_ended,
     c.CreditsCaptured: _on_credits_captured,
     c.OrderProvisioned: _on_order_provisioned,
+    c.OrderProvisionedV2: _on_order_provisioned,
     c.ProvisioningFailed: _on_provisioning_failed,
     c.CreditsReleased: _on_awaited,
     c.JobCancelled: _on_awaited,
@@ -364,22 +388,26 @@ def _compensate(
 
 def _refund_failed(
     state: SagaState,
-    failed: tuple[int, ...],
+    failed: Mapping[int, int] | tuple[int, ...],
     reason: str,
     now: datetime,
     timing: Timing,
     *,
     extra: tuple[Contract, ...] = (),
 ) -> Decision:
+    """Refunds the share of the failed units (`failed`: units per line, or whole lines)."""
     share = share_of_failed(state.lines, failed, amount_paid=state.amount_paid)
-    delivered_some = len(failed) < len(state.lines)
+    failed_units = sum(units for _, units in share.failed_units)
+    delivered_some = failed_units < sum(line.quantity for line in state.lines)
     final = OrderStatus.PARTIALLY_COMPLETED if delivered_some else OrderStatus.REFUNDED
     if share.empty:
         finished = _finish(state, final, reason)
         return Decision(finished.state, (*extra, *finished.send), finished.changes)
-    key = "failed-lines-" + "-".join(str(n) for n in share.lines)
     refunding = state.evolve(
-        refund_money=share.money, refund_credits=share.credits, refund_key=key, after_refund=final
+        refund_money=share.money,
+        refund_credits=share.credits,
+        refund_key=share.key,
+        after_refund=final,
     )
     refunding = refunding.evolve(awaiting=_refund_replies(refunding))
     return Decision(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from shared.messages import Contract
 from shared.messages import contracts as c
@@ -84,12 +85,28 @@ class SagaState(BaseModel):
     # Replies the compensation or refund still waits for, by message type.
     awaiting: tuple[str, ...] = ()
     cancel_reason: str | None = None
-    results: tuple[c.ItemResult, ...] = ()
+    # Per line, counted in units (see `_counted`).
+    results: tuple[c.ItemResultV2, ...] = ()
     refund_money: int = 0
     refund_credits: int = 0
     refund_key: str | None = None
     # The status the order takes once the refunds in flight are confirmed.
     after_refund: OrderStatus | None = None
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _counted(cls, value: Any) -> Any:
+        """A row stored before units were counted holds version 1 results: read each as one
+        unit, failed or not. The refund was decided from them already; only the line's status
+        is used again (for the order's line results)."""
+        if not isinstance(value, list | tuple):
+            return value
+        return [
+            {**r, "units": 1, "units_failed": int(r.get("status") == "failed")}
+            if isinstance(r, dict) and "units" not in r
+            else r
+            for r in value
+        ]
 
     def evolve(self, **changes: object) -> SagaState:
         return self.model_copy(update=changes)

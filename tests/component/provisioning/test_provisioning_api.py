@@ -93,3 +93,18 @@ async def test_a_shopper_sees_their_entitlements_and_total_sessions(rig: Provisi
 async def test_a_shopper_without_entitlements_has_zero_sessions(rig: ProvisioningRig) -> None:
     response = await rig.http.get("/entitlements/me", headers=rig.as_user("erin"))
     assert response.json() == {"user_id": "erin", "total_sessions": 0, "entitlements": []}
+
+
+async def test_a_job_shows_each_server_of_a_server_plan(rig: ProvisioningRig) -> None:
+    order_id = await provisioned_order(rig, "bob", line(1, "server_plan", "srv-small", quantity=2))
+
+    response = await rig.http.get(f"/jobs/{order_id}", headers=rig.as_user("bob"))
+
+    assert response.status_code == 200, response.text
+    [item] = response.json()["items"]
+    assert (item["status"], item["quantity"], item["units_failed"]) == ("delivered", 2, 0)
+    assert [(u["unit_no"], u["status"]) for u in item["units"]] == [
+        (1, "delivered"),
+        (2, "delivered"),
+    ]
+    assert len({u["external_ref"] for u in item["units"]}) == 2

@@ -8,10 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from services.provisioning import repository
 from services.provisioning.models import Entitlement, Job
 from services.provisioning.provisioners import CreditPackProvisioner
-from shared.messages import Contract
 from shared.messages import contracts as c
 from tests.support.provisioning import (
     DOOMED_PLAN,
@@ -19,30 +17,12 @@ from tests.support.provisioning import (
     Panel,
     ProvisioningRig,
     closed_port_url,
+    job_created,
     line,
+    load_job,
+    provision,
 )
 from tests.support.rig import new_order_id
-
-
-async def job_created(rig: ProvisioningRig, *lines: c.CheckoutLine, user_id: str = "alice") -> str:
-    order_id = new_order_id()
-    await rig.deliver(
-        c.CreateJob(order_id=order_id, user_id=user_id, lines=lines), correlation_id=order_id
-    )
-    return order_id
-
-
-async def provision(rig: ProvisioningRig, order_id: str) -> Contract:
-    await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)
-    return (await rig.messages_for(order_id))[-1]
-
-
-async def load_job(rig: ProvisioningRig, order_id: str) -> Job:
-    async with rig.runtime.sessionmaker() as session:
-        job = await repository.job_by_order(session, order_id)
-    assert job is not None
-    return job
-
 
 # --- CreateJob -------------------------------------------------------------------------------
 
@@ -94,9 +74,16 @@ async def test_a_session_package_grants_its_sessions(rig: ProvisioningRig) -> No
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     assert reply.results == (
-        c.ItemResult(line_no=1, item_id="pkg-5", status="delivered", detail="15 sessions"),
+        c.ItemResultV2(
+            line_no=1,
+            item_id="pkg-5",
+            status="delivered",
+            detail="15 sessions",
+            units=3,
+            units_failed=0,
+        ),
     )
     async with rig.runtime.sessionmaker() as session:
         [entitlement] = (
@@ -112,7 +99,7 @@ async def test_a_service_job_is_scheduled_and_the_job_gets_a_due_time(rig: Provi
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     assert [r.status for r in reply.results] == ["scheduled"]
     job = await load_job(rig, order_id)
     assert job.status == "scheduled"
@@ -146,7 +133,7 @@ async def test_a_credit_pack_sends_a_credit_grant_to_payments(rig: ProvisioningR
             order_id=order_id,
         )
     ]
-    assert isinstance(reply, c.OrderProvisioned) and reply.results[0].status == "delivered"
+    assert isinstance(reply, c.OrderProvisionedV2) and reply.results[0].status == "delivered"
 
 
 async def test_a_server_plan_is_created_on_the_panel(rig: ProvisioningRig, panel: Panel) -> None:
@@ -154,7 +141,7 @@ async def test_a_server_plan_is_created_on_the_panel(rig: ProvisioningRig, panel
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned) and reply.results[0].status == "delivered"
+    assert isinstance(reply, c.OrderProvisionedV2) and reply.results[0].status == "delivered"
     [item] = (await load_job(rig, order_id)).items
     assert item.external_ref is not None
     server = panel.state.servers[item.external_ref]
@@ -174,7 +161,7 @@ async def test_a_plan_the_panel_refuses_fails_without_retries(
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     [result] = reply.results
     assert result.status == "failed" and "422" in result.detail
     assert panel.state.requests - requests_before == 1
@@ -189,7 +176,7 @@ async def test_a_panel_that_is_down_fails_the_item_after_bounded_retries(make_ri
     reply = await provision(rig, order_id)
 
     assert time.monotonic() - started < 5
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     [result] = reply.results
     assert result.status == "failed"
     assert "unreachable after 3 attempts" in result.detail and "ConnectError" in result.detail
@@ -205,7 +192,7 @@ async def test_a_busy_panel_is_retried_with_the_same_idempotency_key(
     finally:
         panel.state.unavailable_next = 0
 
-    assert isinstance(reply, c.OrderProvisioned) and reply.results[0].status == "delivered"
+    assert isinstance(reply, c.OrderProvisionedV2) and reply.results[0].status == "delivered"
     assert panel.state.requests_by_key[f"{order_id}:1"] == 3
     assert panel.creations_for(order_id) == 1
 
@@ -221,7 +208,7 @@ async def test_a_panel_answering_5xx_is_given_up_after_max_attempts(
     finally:
         panel.state.unavailable_next = 0
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     assert reply.results[0].status == "failed" and "503" in reply.results[0].detail
     assert panel.state.requests_by_key[f"{order_id}:1"] == 4
     assert panel.creations_for(order_id) == 0
@@ -237,7 +224,7 @@ async def test_one_bad_item_does_not_fail_the_basket(rig: ProvisioningRig) -> No
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     assert [(r.line_no, r.status) for r in reply.results] == [
         (1, "delivered"),
         (2, "failed"),
@@ -255,7 +242,7 @@ async def test_a_kind_without_provisioner_fails_that_item(make_rig: MakeRig) -> 
 
     reply = await provision(rig, order_id)
 
-    assert isinstance(reply, c.OrderProvisioned)
+    assert isinstance(reply, c.OrderProvisionedV2)
     assert [(r.status, r.detail) for r in reply.results] == [
         ("failed", "no provisioner"),
         ("delivered", "5 credits granted"),
@@ -280,7 +267,7 @@ async def test_a_redelivered_provision_order_replays_the_results(
     await rig.deliver(c.ProvisionOrder(order_id=order_id), correlation_id=order_id)  # a new one
 
     emitted = await rig.messages_for(order_id)
-    replies = [m for m in emitted if isinstance(m, c.OrderProvisioned)]
+    replies = [m for m in emitted if isinstance(m, c.OrderProvisionedV2)]
     assert len(replies) == 2 and replies[0] == replies[1]
     assert [r.status for r in replies[0].results] == ["delivered"] * 3
     assert panel.state.requests_by_key[f"{order_id}:1"] == 1

@@ -219,8 +219,9 @@ def test_a_consistent_world_passes_every_invariant() -> None:
         "no unpublished outbox row",
         "no cart frozen without a live saga",
         "Stripe and payments agree",
+        "units delivered = bought - refunded",
     ]
-    assert [r.offenders for r in results] == [[]] * 10
+    assert [r.offenders for r in results] == [[]] * 11
     assert all(r.passed for r in results)
 
 
@@ -335,6 +336,47 @@ def test_a_refunded_order_must_give_back_the_whole_charge() -> None:
     s = consistent()
     s = dataclasses.replace(s, orders=change(s.orders, by_id("id", CARD), status="refunded"))
     assert_fails(s, 5, f"order {CARD}: refunded, refunded 2000 money/0 credits, expected 3000")
+
+
+def a_server_plan_of_three_with_one_failed() -> Snapshot:
+    """CARD's server line bought three times, one server refused and refunded (2000 of 6000)."""
+    s = consistent()
+    return dataclasses.replace(
+        s,
+        order_lines=change(s.order_lines, lambda r: r["order_id"] == CARD and r["line_no"] == 1,
+                           quantity=3),
+        orders=change(s.orders, by_id("id", CARD), money_total=7000),
+        payment_sessions=change(s.payment_sessions, by_id("order_id", CARD), amount_total=7000),
+        sim_sessions=change(s.sim_sessions, by_id("id", "cs_card"), amount_total=7000,
+                            amount_received=7000),
+        refunds=change(s.refunds, by_id("order_id", CARD), refund_key="failed-lines-1x1"),
+        sim_refunds=change(s.sim_refunds, by_id("order_id", CARD), refund_key="failed-lines-1x1"),
+        job_items=change(s.job_items, lambda i: i["job_id"] == f"job-{CARD}" and i["line_no"] == 1,
+                         quantity=3, status="partially_delivered", units_failed=1),
+        job_units=tuple({"job_id": f"job-{CARD}", "line_no": 1, "unit_no": n, "status": st}
+                        for n, st in ((1, "delivered"), (2, "delivered"), (3, "failed"))),
+    )  # fmt: skip
+
+
+def test_one_failed_server_of_three_refunds_a_third_and_every_invariant_holds() -> None:
+    results = check_all(a_server_plan_of_three_with_one_failed())
+    assert [r.offenders for r in results] == [[]] * 11
+
+
+def test_a_whole_line_refunded_for_one_failed_unit_fails() -> None:
+    s = a_server_plan_of_three_with_one_failed()
+    s = dataclasses.replace(
+        s,
+        refunds=change(s.refunds, by_id("order_id", CARD), refund_key="failed-lines-1"),
+    )
+    assert_fails(s, 11, f"order {CARD} line 1: 2 of 3 units delivered, 3 refunded")
+
+
+def test_servers_built_that_the_line_does_not_count_as_delivered_fail() -> None:
+    s = a_server_plan_of_three_with_one_failed()
+    s = dataclasses.replace(s, job_units=change(s.job_units, by_id("unit_no", 3),
+                                                status="delivered"))  # fmt: skip
+    assert_fails(s, 11, f"order {CARD} line 1: 3 units built for 2 delivered")
 
 
 # --- 6 each effect at most once --------------------------------------------------------------

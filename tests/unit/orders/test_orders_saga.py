@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -419,3 +420,51 @@ def test_a_payment_that_arrives_after_cancellation_is_refunded_never_lost() -> N
         state, c.PaymentRefunded(order_id="order-1", refund_key="late-payment", amount=3000)
     )
     assert state.status is OrderStatus.REFUNDED
+
+
+def test_a_server_plan_with_one_of_three_servers_failed_refunds_exactly_one_server() -> None:
+    plan = line(1, paid_with="money", price=1500, credits=None).model_copy(update={"quantity": 3})
+    first = start(checkout(plan), now=NOW, timing=TIMING)
+    state, sent = run(
+        first.state,
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSucceeded(
+            order_id="order-1",
+            session_id="cs_1",
+            payment_intent_id="pi",
+            amount=4500,
+            currency="EUR",
+        ),
+        c.OrderProvisionedV2(
+            order_id="order-1",
+            job_id="job-1",
+            results=(
+                c.ItemResultV2(
+                    line_no=1,
+                    item_id="item-1",
+                    status="partially_delivered",
+                    detail="2 of 3 servers active",
+                    units=3,
+                    units_failed=1,
+                ),
+            ),
+        ),
+    )
+    [refund] = [m for m in sent if isinstance(m, c.RefundPayment)]
+    assert (refund.amount, refund.refund_key) == (1500, "failed-lines-1x1")
+    assert state.after_refund is OrderStatus.PARTIALLY_COMPLETED
+    state, sent = run(
+        state, c.PaymentRefunded(order_id="order-1", refund_key="failed-lines-1x1", amount=1500)
+    )
+    assert state.status is OrderStatus.PARTIALLY_COMPLETED
+    assert types(sent) == ["OrderCompleted"]
+
+
+def test_a_saga_row_stored_with_version_1_results_still_loads() -> None:
+    state = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING).state
+    stored = state.model_dump(mode="json")
+    stored["results"] = [{"line_no": 1, "item_id": "item-1", "status": "failed", "detail": "x"}]
+
+    loaded = SagaState.model_validate_json(json.dumps(stored))
+
+    assert [(r.status, r.units, r.units_failed) for r in loaded.results] == [("failed", 1, 1)]

@@ -83,6 +83,8 @@ def test_a_server_plan_needs_no_units() -> None:
         (["scheduled", "failed"], "partially_done"),
         (["failed"], "failed"),
         (["failed", "failed"], "failed"),
+        (["partially_delivered"], "partially_done"),
+        (["partially_delivered", "failed"], "partially_done"),
     ],
 )
 def test_job_status_follows_item_outcomes(statuses: list[str], expected: str) -> None:
@@ -102,6 +104,22 @@ def test_job_status_is_done_only_when_all_delivered_and_failed_only_when_all_fai
     assert (status == "done") == all(s == "delivered" for s in statuses)
     assert (status == "failed") == all(s == "failed" for s in statuses)
     assert (status == "partially_done") == ("failed" in statuses and status != "failed")
+
+
+@pytest.mark.parametrize(
+    ("units", "failed", "expected"),
+    [(3, 0, "delivered"), (3, 1, "partially_delivered"), (3, 2, "partially_delivered"),
+     (3, 3, "failed"), (1, 1, "failed")],
+)  # fmt: skip
+def test_a_line_is_partially_delivered_while_some_but_not_all_units_failed(
+    units: int, failed: int, expected: str
+) -> None:
+    assert domain.line_status_for(units=units, units_failed=failed) == expected
+
+
+def test_a_line_cannot_fail_more_units_than_it_has() -> None:
+    with pytest.raises(ValueError, match="4 of 3"):
+        domain.line_status_for(units=3, units_failed=4)
 
 
 # --- transitions -----------------------------------------------------------------------------
