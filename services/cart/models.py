@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -62,11 +63,11 @@ class CatalogueItem(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(200))
-    unit_price: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     # NULL: the item can only be paid with money.
-    credit_price: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    units_per_item: Mapped[int] = mapped_column(Integer, default=1)
+    credit_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    units_per_item: Mapped[int] = mapped_column(BigInteger, default=1)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Sold from / until these instants (NULL: no bound); `active` is the operator's hard switch.
     available_from: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
