@@ -16,13 +16,16 @@ from services.cart.bootstrap import build as build_cart
 from services.orders.bootstrap import build as build_orders
 from services.orders.models import Order, OrderLine
 from services.payments import repository as payments_repository
+from services.payments.bootstrap import MIGRATIONS as PAYMENTS_MIGRATIONS
 from services.payments.bootstrap import build as build_payments
 from services.payments.models import CreditAccount, LedgerEntry
 from services.provisioning.bootstrap import build as build_provisioning
 from services.provisioning.models import Entitlement
+from shared.db import make_engine
 from shared.limits import MAX_LINE_TOTAL, MAX_QUANTITY, MAX_UNIT_PRICE
 from shared.messages import contracts as c
 from tests.support.cart import CartRig, cart_settings
+from tests.support.migrations import migrated_to
 from tests.support.orders import orders_settings
 from tests.support.payments import completed, open_session, payments_settings, post_webhook
 from tests.support.provisioning import closed_port_url, provisioning_settings
@@ -31,6 +34,7 @@ from tests.support.stripe_sim import signed, stripe_event
 
 FreshDatabase = Callable[[str], Awaitable[str]]
 INT4_MAX = 2**31 - 1
+PAYMENTS_BEFORE_BIGINT = "3c6bd1b60bd4"
 
 # Every money and credit column, by service: BIGINT once migrated.
 MONEY_AND_CREDIT_COLUMNS = {
@@ -212,3 +216,30 @@ async def test_provisioning_grants_a_session_package_of_more_than_2_31_sessions(
     assert granted == [MAX_LINE_TOTAL]
     [provisioned] = await provisioning.emitted(c.OrderProvisioned.TYPE, correlation_id=order_id)
     assert provisioned.payload["results"][0]["status"] == "delivered"
+
+
+async def test_the_64_bit_revision_keeps_what_a_deployed_database_holds(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database("big_payments_upgrade")
+    await migrated_to(url, PAYMENTS_MIGRATIONS, PAYMENTS_BEFORE_BIGINT)
+    engine = make_engine(url)
+    balance = "SELECT available, reserved FROM credit_accounts WHERE user_id = 'old'"
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO credit_accounts (user_id, available, reserved, updated_at)"
+                    " VALUES ('old', :a, 7, now())"
+                ),
+                {"a": INT4_MAX},
+            )
+        await migrated_to(url, PAYMENTS_MIGRATIONS, "head")
+        async with engine.begin() as conn:
+            assert (await conn.execute(text(balance))).one() == (INT4_MAX, 7)
+            await conn.execute(
+                text("UPDATE credit_accounts SET available = available + 1 WHERE user_id = 'old'")
+            )
+            assert (await conn.execute(text(balance))).one() == (INT4_MAX + 1, 7)
+    finally:
+        await engine.dispose()
