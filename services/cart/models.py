@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING_CONVENTION, BigIntPk, UtcDateTime
 from shared.inbox import inbox_table
+from shared.limits import MAX_QUANTITY, MIN_QUANTITY
 from shared.outbox import outbox_table
 
 
@@ -94,7 +95,9 @@ class CartLine(Base):
     __tablename__ = "cart_lines"
     __table_args__ = (
         UniqueConstraint("cart_id", "item_id", name="uq_cart_lines_cart_item"),
-        CheckConstraint("quantity BETWEEN 1 AND 99", name="quantity_range"),
+        CheckConstraint(
+            f"quantity BETWEEN {MIN_QUANTITY} AND {MAX_QUANTITY}", name="quantity_range"
+        ),
     )
 
     # Surrogate key only to keep lines in the order the shopper added them.
