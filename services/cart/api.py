@@ -23,6 +23,7 @@ from services.cart.models import Cart, utcnow
 from services.cart.views import cart_view, item_view, owned_cart, stored_item
 from shared.auth import Operator, Shopper
 from shared.errors import ApiError, not_found
+from shared.limits import MAX_UNIT_PRICE
 from shared.messages.contracts import ItemKind
 from shared.runtime import runtime_of
 
@@ -30,7 +31,6 @@ router = APIRouter(route_class=CartRoute)
 
 Runtime = Annotated[CartRuntime, Depends(runtime_of)]
 ItemId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-MAX_MONEY = 1_000_000_000  # fits a 32-bit column with room to multiply by a quantity
 
 
 # --- bodies ----------------------------------------------------------------------------------
@@ -41,10 +41,10 @@ class ItemIn(BaseModel):
 
     kind: ItemKind
     name: str = Field(min_length=1, max_length=200)
-    unit_price: int = Field(ge=0, le=MAX_MONEY, strict=True)
+    unit_price: int = Field(ge=0, le=MAX_UNIT_PRICE, strict=True)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    credit_price: int | None = Field(default=None, ge=0, le=MAX_MONEY, strict=True)
-    units_per_item: int = Field(default=1, ge=0, le=MAX_MONEY, strict=True)
+    credit_price: int | None = Field(default=None, ge=0, le=MAX_UNIT_PRICE, strict=True)
+    units_per_item: int = Field(default=1, ge=0, le=MAX_UNIT_PRICE, strict=True)
     active: bool = True
     # On sale from / until (ISO 8601 with an offset); omitted: no bound.
     available_from: AwareDatetime | None = None

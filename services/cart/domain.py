@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from shared.limits import MAX_ORDER_TOTAL, MAX_QUANTITY, MIN_QUANTITY
 from shared.messages.contracts import CheckoutLine, ItemKind, PaidWith
 
 
@@ -86,6 +87,18 @@ class IdempotencyKeyReused(CartError):
         super().__init__("this Idempotency-Key was already used for a different checkout request")
 
 
+class OrderTotalTooLarge(CartError):
+    """The checkout's money or credits total is past the bound every service stores."""
+
+    code = "order_total_too_large"
+
+    def __init__(self, *, money_total: int, credits_total: int) -> None:
+        super().__init__(
+            f"a checkout may total at most {MAX_ORDER_TOTAL} in money and in credits, "
+            f"this one totals {money_total} and {credits_total} credits"
+        )
+
+
 class CheckoutBusy(CartError):
     """Admission control refuses a new checkout while the saga is too far behind (`admission`);
     a retry with the same Idempotency-Key after `retry_after_seconds` is safe."""
@@ -99,10 +112,6 @@ class CheckoutBusy(CartError):
         )
         self.backlog = backlog
         self.limit = limit
-
-
-MIN_QUANTITY = 1
-MAX_QUANTITY = 99
 
 
 class Sellable(Protocol):
@@ -219,7 +228,11 @@ def price_checkout(
     for item in items:
         if not is_available(item, now):
             raise ItemUnavailable(item.item_id)
-    return price_lines(items, use_credits=use_credits, currency=items[0].currency)
+    priced = price_lines(items, use_credits=use_credits, currency=items[0].currency)
+    money, credits = priced.totals.money_total, priced.totals.credits_total
+    if money > MAX_ORDER_TOTAL or credits > MAX_ORDER_TOTAL:
+        raise OrderTotalTooLarge(money_total=money, credits_total=credits)
+    return priced
 
 
 def request_hash(cart_id: str, *, use_credits: bool | None, session_id: str | None = None) -> str:

@@ -21,6 +21,7 @@ STATUS_OF: dict[type[domain.CartError], int] = {
     domain.ItemUnavailable: 422,
     domain.QuantityOutOfRange: 422,
     domain.MixedCurrencies: 422,
+    domain.OrderTotalTooLarge: 422,
     domain.IdempotencyKeyReused: 422,
     rules.UseCreditsConflict: 422,
     domain.CartNotOpen: 409,

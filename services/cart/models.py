@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -23,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING_CONVENTION, BigIntPk, UtcDateTime
 from shared.inbox import inbox_table
+from shared.limits import MAX_QUANTITY, MIN_QUANTITY
 from shared.outbox import outbox_table
 
 
@@ -62,11 +64,11 @@ class CatalogueItem(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(200))
-    unit_price: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     # NULL: the item can only be paid with money.
-    credit_price: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    units_per_item: Mapped[int] = mapped_column(Integer, default=1)
+    credit_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    units_per_item: Mapped[int] = mapped_column(BigInteger, default=1)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Sold from / until these instants (NULL: no bound); `active` is the operator's hard switch.
     available_from: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -93,7 +95,9 @@ class CartLine(Base):
     __tablename__ = "cart_lines"
     __table_args__ = (
         UniqueConstraint("cart_id", "item_id", name="uq_cart_lines_cart_item"),
-        CheckConstraint("quantity BETWEEN 1 AND 99", name="quantity_range"),
+        CheckConstraint(
+            f"quantity BETWEEN {MIN_QUANTITY} AND {MAX_QUANTITY}", name="quantity_range"
+        ),
     )
 
     # Surrogate key only to keep lines in the order the shopper added them.

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -55,8 +56,8 @@ class Order(Base):
     cart_id: Mapped[str] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(30))
     currency: Mapped[str] = mapped_column(String(3))
-    money_total: Mapped[int] = mapped_column(Integer)
-    credits_total: Mapped[int] = mapped_column(Integer)
+    money_total: Mapped[int] = mapped_column(BigInteger)
+    credits_total: Mapped[int] = mapped_column(BigInteger)
     job_id: Mapped[str | None] = mapped_column(String(36))
     payment_url: Mapped[str | None] = mapped_column(Text)
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -80,8 +81,8 @@ class OrderLine(Base):
     kind: Mapped[str] = mapped_column(String(30))
     name: Mapped[str] = mapped_column(String(200))
     quantity: Mapped[int] = mapped_column(Integer)
-    unit_price: Mapped[int] = mapped_column(Integer)
-    unit_credits: Mapped[int | None] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    unit_credits: Mapped[int | None] = mapped_column(BigInteger)
     paid_with: Mapped[str] = mapped_column(String(10))
     result: Mapped[str | None] = mapped_column(String(20))
     result_detail: Mapped[str | None] = mapped_column(Text)

@@ -15,6 +15,7 @@ from services.payments.domain import Balance, as_utc
 from services.payments.models import LedgerEntry
 from shared.auth import Operator, Shopper
 from shared.errors import ApiError
+from shared.limits import MAX_GRANT_CREDITS
 from shared.messages.contracts import CreditsGranted
 from shared.runtime import runtime_of
 
@@ -37,7 +38,7 @@ class BalanceOut(BaseModel):
 class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    credits: int = Field(gt=0, le=1_000_000_000)
+    credits: int = Field(gt=0, le=MAX_GRANT_CREDITS)
     reason: str = Field(min_length=1, max_length=500)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Index,
-    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -50,8 +50,8 @@ class CreditAccount(Base):
     )
 
     user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    available: Mapped[int] = mapped_column(Integer, default=0)
-    reserved: Mapped[int] = mapped_column(Integer, default=0)
+    available: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -66,7 +66,7 @@ class LedgerEntry(Base):
     id: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(10))
-    amount: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
     debit_account: Mapped[str] = mapped_column(String(120))
     credit_account: Mapped[str] = mapped_column(String(120))
     order_id: Mapped[str | None] = mapped_column(String(36), index=True)
@@ -91,9 +91,9 @@ class CreditReservation(Base):
 
     order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(100), index=True)
-    credits: Mapped[int] = mapped_column(Integer)
-    captured: Mapped[int] = mapped_column(Integer, default=0)
-    refunded: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(10))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -117,8 +117,8 @@ class PaymentSession(Base):
     session_id: Mapped[str] = mapped_column(String(255), unique=True)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(10))
-    amount_total: Mapped[int] = mapped_column(Integer)
-    amount_refunded: Mapped[int] = mapped_column(Integer, default=0)
+    amount_total: Mapped[int] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     url: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -143,7 +143,7 @@ class Refund(Base):
     order_id: Mapped[str] = mapped_column(String(36))
     refund_key: Mapped[str] = mapped_column(String(200))
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
-    amount: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(Text)
     trace_id: Mapped[str] = mapped_column(String(64))

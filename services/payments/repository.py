@@ -94,11 +94,17 @@ async def move_payment_session(
     session_id: str,
     to: SessionStatus,
     payment_intent_id: str | None = None,
+    charged: tuple[int, str] | None = None,
 ) -> SessionChange | None:
-    """Moves the session forward to `to`; the change when this call made it, else None."""
+    """Moves the session forward to `to`; the change when this call made it, else None.
+
+    `charged` (amount, currency) is what Stripe reports it took: it becomes the row's amount, so
+    refunds are capped by the real charge even when it is not what the session asked for."""
     values: dict[str, Any] = {"status": to, "updated_at": _now()}
     if payment_intent_id is not None:
         values["payment_intent_id"] = payment_intent_id
+    if charged is not None:
+        values["amount_total"], values["currency"] = charged
     stmt = (
         update(PaymentSession)
         .where(

@@ -135,13 +135,17 @@ async def settle_session(
     failure_reason: str = "",
 ) -> SessionChange | None:
     """Moves the session to `target` and writes what that announces to the outbox, in the
-    caller's transaction; None when the session was not in a status that may move there."""
+    caller's transaction; None when the session was not in a status that may move there.
+
+    A completed session announces what Stripe says was charged (`amount`, `currency`), never the
+    sum we asked for: the saga compares the two and refunds a mismatch."""
+    charged = _charged(amount, currency) if target == "complete" else None
     change = await repository.move_payment_session(
-        db, session_id=session_id, to=target, payment_intent_id=payment_intent_id
+        db, session_id=session_id, to=target, payment_intent_id=payment_intent_id, charged=charged
     )
     if change is None:
         return None
-    message = _announcement(change, target, amount, currency, failure_reason)
+    message = _announcement(change, target, failure_reason)
     if message is not None:
         await outbox.emit(db, message, correlation_id=change.trace_id)
     log.info(
@@ -152,16 +156,23 @@ async def settle_session(
     return change
 
 
-def _announcement(
-    change: SessionChange, target: SessionStatus, amount: Any, currency: Any, reason: str
-) -> Contract | None:
+def _charged(amount: Any, currency: Any) -> tuple[int, str] | None:
+    """Stripe's amount_total and currency of a paid session; None if it left them out (a
+    completed Checkout Session always has both; then the row's, as created, stand)."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or not isinstance(currency, str):
+        return None
+    return amount, currency.lower()
+
+
+def _announcement(change: SessionChange, target: SessionStatus, reason: str) -> Contract | None:
     if target == "complete":
+        # The row holds the charge Stripe reported (move_payment_session wrote it).
         return PaymentSucceeded(
             order_id=change.order_id,
             session_id=change.session_id,
             payment_intent_id=change.payment_intent_id,
-            amount=int(amount if amount is not None else change.amount_total),
-            currency=str(currency or change.currency).lower(),
+            amount=change.amount_total,
+            currency=change.currency.lower(),
         )
     if target == "failed":
         return PaymentFailed(

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .faults import Faults, FaultsUpdate
 from .objects import StripeApiError
@@ -20,6 +20,9 @@ class PayBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payment_method: PaymentMethodKind = "card"
+    # The total the buyer ended up paying (a promotion code, tax or adjusted quantity at
+    # Stripe's hosted page); omitted: the session's own amount_total.
+    amount_total: int | None = Field(default=None, ge=0)
 
 
 class AsyncResultBody(BaseModel):
@@ -40,9 +43,13 @@ def add_sim_routes(
     @app.post("/_sim/sessions/{session_id}/pay")
     async def sim_pay(session_id: str, body: PayBody | None = None) -> Response:
         # No body (the original form of this call) pays by card.
-        method = (body or PayBody()).payment_method
+        pay = body or PayBody()
         try:
-            return JSONResponse(await store.complete_session(session_id, NO_REQUEST, method))
+            return JSONResponse(
+                await store.complete_session(
+                    session_id, NO_REQUEST, pay.payment_method, amount_total=pay.amount_total
+                )
+            )
         except StripeApiError as exc:
             return error_response(exc)
 

@@ -161,17 +161,26 @@ class SimStore:
             return self._render_session(session, expand)
 
     async def complete_session(
-        self, session_id: str, ctx: RequestContext, payment_method: PaymentMethodKind = "card"
+        self,
+        session_id: str,
+        ctx: RequestContext,
+        payment_method: PaymentMethodKind = "card",
+        amount_total: int | None = None,
     ) -> StripeObject:
         """The buyer paid on the hosted page: returns the checkout.session.completed event.
 
         A ``delayed`` payment completes the session still ``unpaid``, with its intent
         ``processing``; :meth:`settle_delayed_payment` brings the result later.
+        ``amount_total``, when given, is what the buyer's total became on the hosted page, as a
+        promotion code, automatic tax or an adjusted quantity changes it at Stripe: the session
+        and its charge report that sum instead of the line items' subtotal.
         """
         async with self.lock:
             self._expire_due_locked()
             session = self._session_or_404(session_id)
             _require_open(session, action="paid")
+            if amount_total is not None:
+                session["amount_total"] = amount_total
             delayed = payment_method == "delayed"
             charge_id = objects.new_id("ch_")
             pi = payment_objects.payment_intent(

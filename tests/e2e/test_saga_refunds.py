@@ -233,3 +233,37 @@ async def test_a_payment_that_lands_after_the_shopper_cancelled_is_refunded(
         stack, "provisioning", "SELECT status FROM jobs WHERE order_id = :o", o=order_id
     )
     assert jobs == [{"status": "cancelled"}]
+
+
+async def test_a_payment_of_another_amount_is_refunded_and_nothing_is_delivered(
+    stack: Stack, sim: httpx.AsyncClient
+) -> None:
+    shopper = Shopper(stack)
+    await grant(stack, shopper.user_id, 1000)
+    # Credits: pkg-10 (400); card: credits-100 (1000).
+    order_id, _ = await shopper.checkout({"pkg-10": 1, "credits-100": 1}, use_credits=True)
+    order = await shopper.wait_for(order_id, {"awaiting_payment"} | TERMINAL)
+    assert order["money_total"] == 1000
+    # Stripe reports a different total paid (a promotion code on the hosted page, a tampered
+    # integration): 1 cent for a 10 EUR order.
+    await pay(sim, order, amount_total=1)
+    order = await shopper.wait_for(order_id, TERMINAL, within=30)
+
+    assert order["status"] == "refunded", order
+    assert "amount_mismatch: paid 1 EUR, expected 1000 EUR" in [
+        h["reason"] for h in order["history"]
+    ]
+    assert "provisioning" not in history(order) and "completed" not in history(order)
+
+    async def refund_settled() -> bool:
+        return await refunds(stack, order_id) == [{"amount": 1, "status": "succeeded"}]
+
+    await eventually(refund_settled, within=15)
+    assert await ledger(stack, order_id) == [("reserve", 400), ("release", 400)]
+    assert await balance(stack, shopper.user_id) == {"available": 1000, "reserved": 0}
+    jobs = await rows(
+        stack, "provisioning", "SELECT status FROM jobs WHERE order_id = :o", o=order_id
+    )
+    assert jobs == [{"status": "cancelled"}]
+    await eventually(lambda: cart_status_is(stack, order_id, "open"), within=10)
+    await assert_messaging_settled(stack, order_id)

@@ -78,7 +78,12 @@ async def open_session(payments: ServiceRig, order_id: str, *, amount: int = 250
 
 
 def completed(
-    session_id: str, order_id: str, *, amount: int = 2500, paid: bool = True
+    session_id: str,
+    order_id: str,
+    *,
+    amount: int = 2500,
+    currency: str = "eur",
+    paid: bool = True,
 ) -> dict[str, Any]:
     """The Checkout Session object of a `checkout.session.completed` event."""
     return {
@@ -87,7 +92,7 @@ def completed(
         "status": "complete",
         "payment_status": "paid" if paid else "unpaid",
         "amount_total": amount,
-        "currency": "eur",
+        "currency": currency,
         "payment_intent": "pi_test_123",
         "client_reference_id": order_id,
         "metadata": {"order_id": order_id, "trace_id": order_id},

@@ -182,7 +182,10 @@ def _on_payment_succeeded(
     state: SagaState, r: c.PaymentSucceeded, now: datetime, timing: Timing
 ) -> Decision:
     paid = state.evolve(
-        payment_session_id=r.session_id, payment_intent_id=r.payment_intent_id, amount_paid=r.amount
+        payment_session_id=r.session_id,
+        payment_intent_id=r.payment_intent_id,
+        amount_paid=r.amount,
+        currency_paid=r.currency.upper(),
     )
     if state.step in (Step.COMPENSATING, Step.DONE):
         if state.status is not OrderStatus.CANCELLED and state.step is Step.DONE:
@@ -193,7 +196,18 @@ def _on_payment_succeeded(
     # The webhook's event may overtake the session-created reply on a busy queue.
     if state.step not in (Step.CREATING_PAYMENT_SESSION, Step.AWAITING_PAYMENT):
         return _ignore(state)
+    mismatch = _payment_mismatch(state, r)
+    if mismatch is not None:
+        return _refund_mismatched_payment(paid, mismatch, now, timing)
     return _after_payment(paid, "payment succeeded", now, timing)
+
+
+def _payment_mismatch(state: SagaState, r: c.PaymentSucceeded) -> str | None:
+    """Why what Stripe took is not what the order costs; None when it is exactly that."""
+    paid, expected = r.currency.upper(), state.currency.upper()
+    if r.amount == state.money_total and paid == expected:
+        return None
+    return f"amount_mismatch: paid {r.amount} {paid}, expected {state.money_total} {expected}"
 
 
 def _on_payment_ended(
@@ -274,7 +288,8 @@ def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) ->
     if state.step is Step.COMPENSATING and state.refund_money == 0:
         return _cancel(done, state.cancel_reason or "compensated")
     final = state.after_refund or OrderStatus.REFUNDED
-    refunded = f"refunded {state.refund_money} {state.currency} and {state.refund_credits} credits"
+    currency = state.currency_paid or state.currency
+    refunded = f"refunded {state.refund_money} {currency} and {state.refund_credits} credits"
     return _finish(done, final, refunded)
 
 
@@ -433,6 +448,35 @@ def _refund_late_payment(state: SagaState, now: datetime, timing: Timing) -> Dec
         _goto(refunding, step, now, timing),
         _refund_commands(refunding, reason),
         changes=((state.status, reason),),
+    )
+
+
+def _refund_mismatched_payment(
+    state: SagaState, reason: str, now: datetime, timing: Timing
+) -> Decision:
+    """Stripe took another sum (or currency) than the order costs: nothing is captured or
+    provisioned; what was paid goes back in full, the job is cancelled, the credits released,
+    and the order ends `refunded` (`cancelled` if nothing was taken) once all is confirmed."""
+    refunding = state.evolve(
+        status=OrderStatus.COMPENSATING,
+        refund_money=state.amount_paid,
+        refund_credits=0,
+        refund_key="amount-mismatch",
+        after_refund=OrderStatus.REFUNDED,
+        cancel_reason=reason,
+    )
+    send = list(_refund_commands(refunding, reason))
+    awaiting = list(_refund_replies(refunding))
+    # A payment is only asked for once the job exists, so there is always one to cancel.
+    send.append(c.CancelJob(order_id=state.order_id, reason=reason))
+    awaiting.append(c.JobCancelled.TYPE)
+    if state.credits_reserved:
+        send.append(c.ReleaseCredits(order_id=state.order_id, user_id=state.user_id))
+        awaiting.append(c.CreditsReleased.TYPE)
+    return Decision(
+        _goto(refunding.evolve(awaiting=tuple(awaiting)), Step.COMPENSATING, now, timing),
+        tuple(send),
+        changes=((OrderStatus.COMPENSATING, reason),),
     )
 
 

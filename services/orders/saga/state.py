@@ -82,6 +82,8 @@ class SagaState(BaseModel):
     payment_deadline: datetime | None = None
     payment_intent_id: str | None = None
     amount_paid: int = 0
+    # The currency Stripe charged in (upper case); None until a payment is reported.
+    currency_paid: str | None = None
     # Replies the compensation or refund still waits for, by message type.
     awaiting: tuple[str, ...] = ()
     cancel_reason: str | None = None

@@ -107,3 +107,58 @@ async def test_orders_are_private_and_cancel_answers_with_codes(orders: ServiceR
     operator = as_user("ops", operator=True)
     assert (await http.get("/operator/sagas/stuck", headers=alice)).status_code == 403
     assert (await http.get("/operator/sagas/stuck", headers=operator)).status_code == 200
+
+
+async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_completes(
+    orders: ServiceRig,
+) -> None:
+    card = c.CheckoutLine(
+        line_no=1,
+        item_id="srv-s",
+        kind="server_plan",
+        name="Server S",
+        quantity=1,
+        unit_price=3000,
+        paid_with="money",
+    )
+    order_id = "o-4"
+    await orders.deliver(
+        c.CheckoutRequested(
+            checkout_id=order_id,
+            cart_id="cart-4",
+            user_id="alice",
+            currency="EUR",
+            lines=(card,),
+            money_total=3000,
+            credits_total=0,
+        ),
+        correlation_id=order_id,
+    )
+    for reply in (
+        c.JobCreated(order_id=order_id, job_id="job-4"),
+        c.PaymentSessionCreated(
+            order_id=order_id, session_id="cs_4", url="u", expires_at=datetime.now(UTC)
+        ),
+        # Stripe reports what was really paid: 1 cent of a 30 EUR order.
+        c.PaymentSucceeded(
+            order_id=order_id, session_id="cs_4", payment_intent_id="pi_4", amount=1, currency="eur"
+        ),
+    ):
+        await orders.deliver(reply, correlation_id=order_id)
+
+    assert await orders.emitted(c.ProvisionOrder.TYPE, correlation_id=order_id) == []
+    [refund] = await orders.emitted(c.RefundPayment.TYPE, correlation_id=order_id)
+    assert (refund.payload["amount"], refund.payload["refund_key"]) == (1, "amount-mismatch")
+    assert len(await orders.emitted(c.CancelJob.TYPE, correlation_id=order_id)) == 1
+
+    await orders.deliver(c.JobCancelled(order_id=order_id), correlation_id=order_id)
+    await orders.deliver(
+        c.PaymentRefunded(order_id=order_id, refund_key="amount-mismatch", amount=1),
+        correlation_id=order_id,
+    )
+    shown = (await orders.http.get(f"/orders/{order_id}", headers=as_user("alice"))).json()
+    assert shown["status"] == "refunded"
+    reasons = [(h["status"], h["reason"]) for h in shown["history"]]
+    assert ("compensating", "amount_mismatch: paid 1 EUR, expected 3000 EUR") in reasons
+    assert "completed" not in [status for status, _ in reasons]
+    assert len(await orders.emitted(c.OrderCancelled.TYPE, correlation_id=order_id)) == 1

@@ -43,6 +43,36 @@ async def test_a_paid_session_emits_payment_succeeded_once(payments: ServiceRig)
     assert event.payload == body.decode()
 
 
+async def test_payment_succeeded_carries_what_stripe_says_was_paid_not_what_we_expected(
+    payments: ServiceRig,
+) -> None:
+    order = new_order_id()
+    session_id = await open_session(payments, order, amount=3000)  # we asked for 30.00 EUR
+    paid = completed(session_id, order, amount=1, currency="usd")
+    body = stripe_event("checkout.session.completed", paid)
+
+    assert (await post_webhook(payments, body, signed(body)))[0] == 200
+
+    [succeeded] = await payments.emitted(PaymentSucceeded.TYPE)
+    # The saga compares this with the order and refunds a mismatch (machine._on_payment_succeeded).
+    assert (succeeded.payload["amount"], succeeded.payload["currency"]) == (1, "usd")
+
+
+async def test_an_overpaid_session_can_be_refunded_all_that_was_charged(
+    payments: ServiceRig,
+) -> None:
+    order = new_order_id()
+    session_id = await open_session(payments, order, amount=3000)
+    body = stripe_event("checkout.session.completed", completed(session_id, order, amount=3001))
+
+    assert (await post_webhook(payments, body, signed(body)))[0] == 200
+
+    # The refund cap is the charge Stripe reported, not the sum we asked for.
+    assert (await stored_session(payments, order)).amount_total == 3001
+    async with payments.runtime.transaction() as db:
+        assert await repository.hold_refund_amount(db, order_id=order, amount=3001)
+
+
 async def test_a_forged_or_missing_signature_is_refused_and_nothing_is_stored(
     payments: ServiceRig,
 ) -> None:

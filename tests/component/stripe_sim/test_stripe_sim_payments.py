@@ -147,6 +147,26 @@ def test_pay_and_async_result_reject_bad_requests(sim: Sim, client: stripe.Strip
     assert client.v1.checkout.sessions.retrieve(still_open.id).status == "open"
 
 
+def test_a_total_changed_on_the_hosted_page_is_what_the_session_and_its_charge_report(
+    sim: Sim, client: stripe.StripeClient
+) -> None:
+    session = client.v1.checkout.sessions.create(session_params())  # EUR 34.99 asked for
+    # A promotion code (or tax) at Stripe's hosted page: the buyer paid 1 cent.
+    paid = sim_post(sim, f"/_sim/sessions/{session.id}/pay", {"amount_total": 1}).json()
+    assert (paid["type"], paid["data"]["object"]["amount_total"]) == (
+        "checkout.session.completed",
+        1,
+    )
+
+    again = client.v1.checkout.sessions.retrieve(session.id)
+    assert (again.amount_total, again.amount_subtotal) == (1, 3499)
+    assert again.payment_intent is not None
+    intent = client.v1.payment_intents.retrieve(str(again.payment_intent))
+    assert (intent.amount, intent.amount_received) == (1, 1)
+    other = client.v1.checkout.sessions.create(session_params())
+    assert sim_post(sim, f"/_sim/sessions/{other.id}/pay", {"amount_total": -1}).status_code == 422
+
+
 # --- refunds: pending -> succeeded ----------------------------------------------------------
 
 

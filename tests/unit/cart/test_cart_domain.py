@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.cart import domain
 from services.cart.domain import LineItem
+from shared.limits import MAX_LINE_TOTAL, MAX_ORDER_TOTAL, MAX_QUANTITY, MAX_UNIT_PRICE
 from tests.support.strategies import line_items
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -160,3 +161,17 @@ def test_totals_are_the_sum_of_the_lines_and_each_line_is_paid_one_way(
             assert not (use_credits and item.credit_price is not None)
             assert line.credits == 0
             assert line.money == item.unit_price * item.quantity
+
+
+def test_a_checkout_whose_money_or_credits_pass_the_order_total_bound_is_refused() -> None:
+    biggest = LineItem(
+        "big", "server_plan", "big", MAX_QUANTITY, MAX_UNIT_PRICE, "EUR", MAX_UNIT_PRICE, 1
+    )
+    fits = MAX_ORDER_TOTAL // MAX_LINE_TOTAL  # whole lines of the biggest size within the bound
+    cart = [replace(biggest, item_id=f"big-{n}") for n in range(fits)]
+    for use_credits in (False, True):
+        priced = domain.price_checkout(cart, use_credits=use_credits, now=NOW)
+        assert max(priced.totals.money_total, priced.totals.credits_total) == fits * MAX_LINE_TOTAL
+        with pytest.raises(domain.OrderTotalTooLarge) as refused:
+            domain.price_checkout([*cart, biggest], use_credits=use_credits, now=NOW)
+        assert refused.value.code == "order_total_too_large"

@@ -468,3 +468,98 @@ def test_a_saga_row_stored_with_version_1_results_still_loads() -> None:
     loaded = SagaState.model_validate_json(json.dumps(stored))
 
     assert [(r.status, r.units, r.units_failed) for r in loaded.results] == [("failed", 1, 1)]
+
+
+def paid(amount: int, currency: str = "eur") -> c.PaymentSucceeded:
+    return c.PaymentSucceeded(
+        order_id="order-1",
+        session_id="cs_1",
+        payment_intent_id="pi_1",
+        amount=amount,
+        currency=currency,
+    )
+
+
+def test_a_payment_for_less_than_the_order_never_provisions_and_is_refunded_with_its_reason() -> (
+    None
+):
+    first = start(
+        checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)),
+        now=NOW,
+        timing=TIMING,
+    )
+    state, _ = run(
+        first.state,
+        c.CreditsReserved(order_id="order-1", credits=240),
+        c.JobCreated(order_id="order-1", job_id="job-1"),
+        c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
+    )
+    decision = react(state, paid(1), now=NOW, timing=TIMING)
+
+    # Nothing is captured or provisioned: what was paid goes back, the job and credits are undone.
+    assert types(decision.send) == ["RefundPayment", "CancelJob", "ReleaseCredits"]
+    refund = decision.send[0]
+    assert isinstance(refund, c.RefundPayment)
+    assert (refund.amount, refund.refund_key) == (1, "amount-mismatch")
+    reason = "amount_mismatch: paid 1 EUR, expected 3000 EUR"
+    assert decision.changes == ((OrderStatus.COMPENSATING, reason),)
+    assert decision.state.status is OrderStatus.COMPENSATING
+
+    state, sent = run(
+        decision.state,
+        c.JobCancelled(order_id="order-1"),
+        paid(1),  # Stripe's retry of the same event: refunded once
+        c.CreditsReleased(order_id="order-1", credits=240),
+    )
+    assert sent == []
+    state, sent = run(
+        state, c.PaymentRefunded(order_id="order-1", refund_key="amount-mismatch", amount=1)
+    )
+    assert types(sent) == ["OrderCancelled"]
+    assert state.status is OrderStatus.REFUNDED
+    assert state.amount_paid == 1
+
+
+def test_a_payment_of_the_right_amount_in_another_currency_is_refunded_too() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"))
+    decision = react(state, paid(3000, "usd"), now=NOW, timing=TIMING)
+
+    assert types(decision.send) == ["RefundPayment", "CancelJob"]
+    assert decision.changes == (
+        (OrderStatus.COMPENSATING, "amount_mismatch: paid 3000 USD, expected 3000 EUR"),
+    )
+    state, sent = run(
+        decision.state,
+        c.JobCancelled(order_id="order-1"),
+        c.PaymentRefunded(order_id="order-1", refund_key="amount-mismatch", amount=3000),
+    )
+    assert state.status is OrderStatus.REFUNDED
+    assert types(sent) == ["OrderCancelled"]
+
+
+def test_the_right_amount_in_stripes_lower_case_currency_is_a_match() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"))
+    state, sent = run(state, paid(3000, "eur"))
+    assert types(sent) == ["ProvisionOrder"]
+    assert state.status is OrderStatus.PROVISIONING
+
+
+def test_an_overpayment_is_refunded_in_full_too() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"))
+    decision = react(state, paid(3001), now=NOW, timing=TIMING)
+    refund = decision.send[0]
+    assert isinstance(refund, c.RefundPayment) and refund.amount == 3001
+    assert "ProvisionOrder" not in types(decision.send)
+
+
+def test_a_mismatched_refund_still_owed_at_its_deadline_is_sent_again() -> None:
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, _ = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"), paid(1))
+    later = on_deadline(state, now=state.deadline or NOW, timing=TIMING)
+    assert types(later.send) == ["RefundPayment", "CancelJob"]
+    assert later.send[0] == c.RefundPayment(
+        order_id="order-1", refund_key="amount-mismatch", amount=1, reason="refund retried"
+    )

@@ -1,0 +1,42 @@
+"""money and credit columns are 64-bit
+
+Revision ID: 325b17a8213b
+Revises: 8a2cbbcbb8c6
+Create Date: 2026-11-25 17:45:00.000000
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+# A line may cost up to shared.limits.MAX_LINE_TOTAL (past 2**31): these columns become BIGINT.
+# On PostgreSQL each table is rewritten once (one ALTER TABLE for all its columns) under an
+# ACCESS EXCLUSIVE lock. SQLite stores every INTEGER in up to 8 bytes whatever its declared type,
+# so there is nothing to change there (and a batch rebuild would trip foreign keys).
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    'orders': ('money_total', 'credits_total'),
+    'order_lines': ('unit_price', 'unit_credits'),
+}
+
+revision: str = '325b17a8213b'
+down_revision: str | None = '8a2cbbcbb8c6'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _retype(sql_type: str) -> None:
+    if op.get_context().dialect.name == 'sqlite':
+        return
+    for table, columns in COLUMNS.items():
+        changes = ', '.join(f'ALTER COLUMN {c} TYPE {sql_type}' for c in columns)
+        op.execute(f'ALTER TABLE {table} {changes}')
+
+
+def upgrade() -> None:
+    _retype('BIGINT')
+
+
+def downgrade() -> None:
+    # Fails if a value no longer fits 32 bits: nothing is truncated silently.
+    _retype('INTEGER')
