@@ -27,6 +27,10 @@ from devstack.stack import Stack
 log = logging.getLogger("chaos")
 
 STRIPE_TIMEOUT_HOLD_SECONDS = 6.0  # longer than the payments' Stripe timeout in the chaos stack
+TERMINATE_BACKENDS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = $1 AND pid <> pg_backend_pid()"
+)
 
 
 @dataclass
@@ -94,6 +98,8 @@ class Injector:
                         await asyncio.to_thread(rabbitmqctl, "await_startup")
             case "pg_terminate":
                 await self._terminate_backends(fault.target)
+            case "db_outage":
+                await self._database_outage(fault.target, float(p["down_s"]))
             case "stripe_5xx":
                 rule = {"method": "POST", "path_prefix": p["path"], "count": p["count"]}
                 await self._sim_faults({"api_errors": [{**rule, "status": 500}]})
@@ -142,15 +148,38 @@ class Injector:
                 await asyncio.sleep(min(2.0 * attempt, 10.0))
         raise RuntimeError(f"{name} could not be restarted")
 
+    def _database(self, service: str) -> str:
+        return self._stack.database_urls[service].rsplit("/", 1)[-1]
+
     async def _terminate_backends(self, service: str) -> None:
-        database = self._stack.database_urls[service].rsplit("/", 1)[-1]
         conn = await asyncpg.connect(infra.asyncpg_dsn(self._admin_url), timeout=10)
         try:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
+            await conn.execute(TERMINATE_BACKENDS, self._database(service))
+        finally:
+            await conn.close()
+
+    async def _database_outage(self, service: str, down: float) -> None:
+        """The service's database refuses connections for `down` seconds, its open ones cut.
+
+        The database is opened again whatever happens meanwhile, a cancelled run included: an
+        outage left behind would fail the checker's reads, not the system under test."""
+        database = self._database(service)
+        conn = await asyncpg.connect(infra.asyncpg_dsn(self._admin_url), timeout=10)
+        try:
+            await conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            try:
+                await conn.execute(TERMINATE_BACKENDS, database)
+                await asyncio.sleep(down)
+            finally:
+                # Shielded, and awaited even when cancelled: the connection is closed only after.
+                reopen = asyncio.ensure_future(
+                    conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                )
+                try:
+                    await asyncio.shield(reopen)
+                except asyncio.CancelledError:
+                    await reopen
+                    raise
         finally:
             await conn.close()
 

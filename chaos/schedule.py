@@ -21,6 +21,8 @@ class Profile:
     stripe_errors: int
     stripe_timeouts: int
     webhook_windows: int
+    # One database outage per entry, on that service's database.
+    db_outages: tuple[str, ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
@@ -32,6 +34,9 @@ PROFILES: dict[str, Profile] = {
         stripe_errors=2,
         stripe_timeouts=1,
         webhook_windows=2,
+        # Orders down while card payments come in: their PaymentSucceeded must wait in the
+        # delayed-retry queues until orders takes connections again, not be lost.
+        db_outages=("orders",),
     ),
     "full": Profile(
         kills=12,
@@ -41,6 +46,7 @@ PROFILES: dict[str, Profile] = {
         stripe_errors=5,
         stripe_timeouts=3,
         webhook_windows=5,
+        db_outages=("orders", "payments", "cart", "provisioning"),
     ),
 }
 
@@ -48,6 +54,9 @@ PROFILES: dict[str, Profile] = {
 # payments service's retry budget (6 attempts): a burst above it is a designed cancellation,
 # proven by its own integration test, not something the run should produce at random.
 MAX_STRIPE_BURST = 4
+# A database outage (a failover, a maintenance window) lasts this long; the messaging layer's
+# retries and the shoppers' patience (chaos/client.py) must both outlast the longest one.
+DB_OUTAGE_SECONDS = (20.0, 60.0)
 STRIPE_PATHS = ("/v1/checkout/sessions", "/v1/refunds")
 
 
@@ -108,4 +117,8 @@ def draw(
                 },
             )
         )
+    # Drawn last, so a seed's other faults stay those it drew before this kind existed.
+    for service in profile.db_outages:
+        down = round(rng.uniform(*DB_OUTAGE_SECONDS), 1)
+        faults.append(Fault(when(), "db_outage", service, {"down_s": down}))
     return sorted(faults, key=lambda f: (f.at, f.kind, f.target))

@@ -48,10 +48,29 @@ def is_database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            or _refused_connection(exc)
         )
     return isinstance(exc, ConnectionError)
+
+
+# SQLSTATEs of a server that refuses or drops connections: class 08 (connection exception),
+# too_many_connections, and shutting down, crashed or starting up (57P01-57P03).
+_UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+# object_not_in_prerequisite_state, as a connection attempt gets it from a database with
+# ALLOW_CONNECTIONS false; raised by a statement, the same code is the statement's own fault.
+_NOT_ACCEPTING_CONNECTIONS = "55000"
+
+
+def _refused_connection(exc: sa_exc.DBAPIError) -> bool:
+    """asyncpg's refusals reach SQLAlchemy as its generic DBAPI Error, neither operational nor
+    invalidating: they are recognised by their SQLSTATE (and a connect has no statement)."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+        return True
+    return sqlstate == _NOT_ACCEPTING_CONNECTIONS and exc.statement is None
 
 
 def _body(request: Request, code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -3,12 +3,13 @@ exactly as its scenario intends."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from chaos.scenarios import EXPECTED, EXTRA_CATALOGUE, MIX, Plan, Scenario, choose
-from chaos.schedule import PROFILES, draw
+from chaos.schedule import DB_OUTAGE_SECONDS, PROFILES, draw
 from services.cart.bootstrap import DEFAULT_CATALOGUE
 
 PROCESSES = ["cart", "orders", "orders-2", "payments", "payments-2", "provisioning"]
@@ -40,6 +41,7 @@ def test_a_schedule_holds_every_fault_of_its_profile_in_time_order_within_the_wi
     assert kinds.count("stripe_5xx") == profile.stripe_errors
     assert kinds.count("stripe_timeout") == profile.stripe_timeouts
     assert kinds.count("webhooks") == profile.webhook_windows
+    assert sorted(f.target for f in faults if f.kind == "db_outage") == sorted(profile.db_outages)
     assert [f.at for f in faults] == sorted(f.at for f in faults)
     assert all(5 <= f.at <= 100 for f in faults)
     assert {f.target for f in faults if f.kind == "kill"} <= set(PROCESSES)
@@ -56,7 +58,25 @@ def test_the_full_profile_has_every_fault_kind_the_issue_names() -> None:
         "stripe_5xx",
         "stripe_timeout",
         "webhooks",
+        "db_outage",
     }
+
+
+def test_the_short_run_takes_down_the_orders_database_once_and_full_runs_every_services() -> None:
+    short = draw(3, PROFILES["short"], PROCESSES, SERVICES, window=50)
+    [outage] = [f for f in short if f.kind == "db_outage"]
+    assert outage.target == "orders"
+    assert DB_OUTAGE_SECONDS[0] <= outage.params["down_s"] <= DB_OUTAGE_SECONDS[1]
+    assert "db_outage" in outage.describe() and "down_s=" in outage.describe()
+    full = draw(3, PROFILES["full"], PROCESSES, SERVICES, window=200)
+    assert {f.target for f in full if f.kind == "db_outage"} == set(SERVICES)
+
+
+def test_adding_the_outages_left_a_seeds_other_faults_as_they_were() -> None:
+    profile = dataclasses.replace(PROFILES["full"], db_outages=())
+    before = draw(42, profile, PROCESSES, SERVICES, window=200)
+    after = draw(42, PROFILES["full"], PROCESSES, SERVICES, window=200)
+    assert [f for f in after if f.kind != "db_outage"] == before
 
 
 def test_every_scenario_appears_and_the_mix_is_repeatable() -> None:
