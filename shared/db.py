@@ -150,3 +150,9 @@ def one_of(column: Any, values: list[Any], *, postgres: bool) -> ColumnElement[b
     if postgres:
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched. SQLAlchemy types `execute()` as returning a `Result`,
+    which has no `rowcount`; the `CursorResult` a DML statement really returns does."""
+    return int(result.rowcount)

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
     Row,
     Table,
     and_,
@@ -25,15 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.domain import LineItem
 from services.cart.models import Cart, CartLine, CatalogueItem, Checkout
-from shared.db import upsert_insert
+from shared.db import rowcount, upsert_insert
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 # The checkout path and the order outcomes run their statements prebuilt, with bound parameters:
@@ -89,7 +85,7 @@ async def deactivate_item(db: AsyncSession, item_id: str) -> bool:
         .where(CatalogueItem.id == item_id)
         .values(active=False, updated_at=_now())
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def count_items(db: AsyncSession) -> int:
@@ -193,7 +189,7 @@ async def touch_open_cart(db: AsyncSession, cart_id: str) -> bool:
         .where(Cart.id == cart_id, Cart.status == "open")
         .values(version=Cart.version + 1, updated_at=_now())
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def set_line(db: AsyncSession, *, cart_id: str, item_id: str, quantity: int) -> None:
@@ -216,7 +212,7 @@ async def start_cart_checkout(db: AsyncSession, *, cart_id: str, version: int) -
     """open -> checking_out, only if nobody changed the cart since it was priced. A `Cart`
     loaded by this `db` keeps its old status and version."""
     params = {"cart_id": cart_id, "version": version, "next_version": version + 1, "now": _now()}
-    return _rowcount(await db.execute(_START_CART_CHECKOUT, params)) == 1
+    return rowcount(await db.execute(_START_CART_CHECKOUT, params)) == 1
 
 
 _START_CART_CHECKOUT = (
@@ -232,7 +228,7 @@ _START_CART_CHECKOUT = (
 
 async def move_cart(db: AsyncSession, *, cart_id: str, from_status: str, to: str) -> bool:
     params = {"cart_id": cart_id, "from_status": from_status, "to": to, "now": _now()}
-    return _rowcount(await db.execute(_MOVE_CART, params)) == 1
+    return rowcount(await db.execute(_MOVE_CART, params)) == 1
 
 
 _MOVE_CART = (

@@ -28,7 +28,7 @@ from services.payments.domain import (
     split_capture,
 )
 from services.payments.models import CreditAccount, CreditReservation, LedgerEntry
-from shared.db import insert_or_nothing, is_postgres
+from shared.db import insert_or_nothing, is_postgres, rowcount
 
 
 def _now() -> datetime:
@@ -124,9 +124,6 @@ _BALANCE = select(_accounts.c.available, _accounts.c.reserved).where(
 _ENTRY_BY_REFERENCE = select(LedgerEntry).where(LedgerEntry.reference == bindparam("b_reference"))
 
 
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)
-
 
 # --- low-level postings ----------------------------------------------------------------------
 
@@ -152,7 +149,7 @@ async def _move(db: AsyncSession, p: Posting) -> bool:
             "b_now": _now(),
         },
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def _write_entry(
@@ -181,7 +178,7 @@ async def _write_entry(
             "created_at": _now(),
         },
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def _post_internal(
@@ -243,7 +240,7 @@ async def reserve(
         "status": "reserved",
         "updated_at": _now(),
     }
-    if _rowcount(await db.execute(_CLAIM_RESERVATION[is_postgres(db)], claim)) != 1:
+    if rowcount(await db.execute(_CLAIM_RESERVATION[is_postgres(db)], claim)) != 1:
         existing = await reservation_of(db, order_id)
         if existing is None:  # never expected: only uncommitted rows are ever deleted
             raise RuntimeError(f"reservation of order {order_id} conflicted but is gone")
@@ -372,7 +369,7 @@ async def refund(
             raise RefundKeyReused(f"refund key {refund_key!r} of {order_id} reused differently")
         return first.amount
     hold = {"b_order_id": order_id, "b_user_id": user_id, "b_credits": credits, "b_now": _now()}
-    if _rowcount(await db.execute(_HOLD_REFUND, hold)) != 1:
+    if rowcount(await db.execute(_HOLD_REFUND, hold)) != 1:
         raise RefundExceedsCapture(order_id=order_id, requested=credits)
     await _ensure_account(db, user_id)
     await _move(db, p)

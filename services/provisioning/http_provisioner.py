@@ -28,7 +28,6 @@ from services.provisioning.provisioners import (
 log = logging.getLogger("services.provisioning.http_provisioner")
 
 TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-UNREACHABLE = "panel unreachable"
 
 
 class PanelUnavailable(Exception):
@@ -85,7 +84,7 @@ class ServerPanelProvisioner:
                     continue
                 except (PanelUnavailable, *TRANSIENT) as exc:
                     log.warning("panel unreachable for %s: %r", item.unit_key(unit_no), exc)
-                    gave_up = f"{UNREACHABLE} after {self.max_attempts} attempts: {exc!r}"
+                    gave_up = f"panel unreachable after {self.max_attempts} attempts: {exc!r}"
             units.append(UnitOutcome(unit_no, "failed", detail=gave_up))
         failed = [u for u in units if u.status == "failed"]
         delivered = [u for u in units if u.status == "delivered"]

@@ -4,17 +4,13 @@ statements (conditional updates, the partial unique index), not in read-then-wri
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import CursorResult, Table, bindparam, case, delete, insert, select, update
+from sqlalchemy import Table, bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.models import CheckoutSession
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
+from shared.db import rowcount
 
 # The statements on the checkout path are prebuilt with bound parameters, as in
 # `services.cart.repository` (which says why).
@@ -73,7 +69,7 @@ async def complete_session(
 ) -> bool:
     """active -> completed, once: only an unexpired active session, only one checkout."""
     params = {"session_id": session_id, "checkout_id": checkout_id, "now": now}
-    return _rowcount(await db.execute(_COMPLETE_SESSION, params)) == 1
+    return rowcount(await db.execute(_COMPLETE_SESSION, params)) == 1
 
 
 _COMPLETE_SESSION = (
@@ -108,7 +104,7 @@ async def expire_sessions(db: AsyncSession, now: datetime) -> int:
         .where(CheckoutSession.status == "active", CheckoutSession.expires_at <= now)
         .values(status="expired", updated_at=now)
     )
-    return _rowcount(result)
+    return rowcount(result)
 
 
 async def delete_ended_sessions(db: AsyncSession, *, ended_before: datetime) -> int:
@@ -120,4 +116,4 @@ async def delete_ended_sessions(db: AsyncSession, *, ended_before: datetime) -> 
             CheckoutSession.updated_at < ended_before,
         )
     )
-    return _rowcount(result)
+    return rowcount(result)
