@@ -27,6 +27,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.PaymentSucceeded,
         c.PaymentFailed,
         c.PaymentExpired,
+        c.PaymentPending,
         c.PaymentRefunded,
         c.OrderProvisioned,
         c.OrderProvisionedV2,

@@ -258,6 +258,29 @@ class PaymentExpired(Event):
     session_id: str
 
 
+class InquirePayment(Command):
+    """Orders asks what became of the order's payment before it acts on a silent deadline.
+    Payments answers with the truth, re-announced: `PaymentSucceeded`, `PaymentFailed` or
+    `PaymentExpired` (closing a session still open past its expiry first), or `PaymentPending`
+    while the money is genuinely still on its way."""
+
+    TYPE = "payments.inquire_payment"
+    TARGET = PAYMENTS
+
+    order_id: str
+
+
+class PaymentPending(Event):
+    """The answer to `InquirePayment` while no outcome exists yet (`status`: why, e.g. "open",
+    "processing"): the saga keeps waiting and asks again later."""
+
+    TYPE = "payments.payment_pending"
+
+    order_id: str
+    session_id: str | None
+    status: str
+
+
 class ExpirePaymentSession(Command):
     TYPE = "payments.expire_payment_session"
     TARGET = PAYMENTS
@@ -374,3 +397,18 @@ class OrderCancelled(Event):
     order_id: str
     cart_id: str
     reason: str
+
+
+# --- cart -> orders: recovery ----------------------------------------------------------------
+
+
+class InquireOrder(Command):
+    """The cart asks after a checkout whose outcome never came. Orders re-announces the outcome
+    (`OrderCompleted` / `OrderCancelled`) when the order has ended, and says nothing while it
+    is still running."""
+
+    TYPE = "orders.inquire_order"
+    TARGET = ORDERS
+
+    order_id: str
+    cart_id: str
