@@ -27,10 +27,6 @@ class JobCancelled(ProvisioningError):
     """A cancelled job is never provisioned."""
 
 
-class JobAlreadyDone(ProvisioningError):
-    """Everything was delivered: there is nothing left to cancel."""
-
-
 class ItemsStillPending(ProvisioningError):
     """A job's status is only decided once every item has an outcome."""
 
@@ -38,6 +34,7 @@ class ItemsStillPending(ProvisioningError):
 JobStatus = Literal["created", "scheduled", "done", "partially_done", "cancelled", "failed"]
 ItemStatus = Literal["pending", "delivered", "partially_delivered", "scheduled", "failed"]
 ProvisioningAction = Literal["run", "replay"]
+CancelAnswer = Literal["cancel", "cancelled", "results"]
 
 # Kinds that deliver "units_per_item * quantity" of something; zero units would deliver nothing.
 COUNTED_KINDS = frozenset({"session_package", "credit_pack"})
@@ -130,11 +127,19 @@ def provisioning_action(status: str) -> ProvisioningAction:
     return "run" if status == "created" else "replay"
 
 
-def should_cancel(status: str) -> bool:
-    """True when cancelling changes the job; False when it is already cancelled."""
-    if status == "done":
-        raise JobAlreadyDone("every item was delivered")
-    return status != "cancelled"
+def cancel_answer(status: str) -> CancelAnswer:
+    """What a CancelJob does to a job in `status`, which is also the saga's truth to act on.
+
+    Only a job nothing was run for yet is cancelled ("cancel"), which fences it: a ProvisionOrder
+    after it is refused. A cancelled one answers "cancelled" again. A job that was run (done,
+    scheduled, partly or wholly failed) is never cancelled: its items' outcomes are the answer
+    ("results"), so the saga refunds exactly what failed and never what was delivered.
+    """
+    if status == "created":
+        return "cancel"
+    if status == "cancelled":
+        return "cancelled"
+    return "results"
 
 
 def due_at_for(item_due_times: Iterable[datetime | None]) -> datetime | None:

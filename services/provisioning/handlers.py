@@ -58,18 +58,24 @@ async def handle_provision_order(
 
 
 async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
-    status = await repository.locked_job_status(ctx.db, msg.order_id)
-    if status is not None:
-        try:
-            cancel = domain.should_cancel(status)
-        except domain.JobAlreadyDone:
-            # No reply: "cancelled" would be untrue, and delivered items are not taken back.
-            log.warning("CancelJob for done job of order %s ignored", msg.order_id)
-            return
-        if cancel:
-            await repository.cancel_job(
-                ctx.db, order_id=msg.order_id, reason=msg.reason, now=_now()
+    """Fences the job, or answers with what it delivered: the saga refunds on this answer only.
+
+    The job row is locked, and a ProvisionOrder holds the same lock while it runs: a cancel
+    either comes first (the job is cancelled and every later ProvisionOrder is refused) or
+    after (the job's results are the answer). Never both.
+    """
+    job = await repository.locked_job(ctx.db, msg.order_id)
+    answer = "cancelled" if job is None else domain.cancel_answer(job.status)
+    if job is not None and answer == "results":
+        log.info("CancelJob for run job of order %s: answering its results", msg.order_id)
+        await ctx.emit(
+            c.OrderProvisionedV2(
+                order_id=msg.order_id, job_id=str(job.id), results=_results_of(job)
             )
+        )
+        return
+    if answer == "cancel":
+        await repository.cancel_job(ctx.db, order_id=msg.order_id, reason=msg.reason, now=_now())
     await ctx.emit(c.JobCancelled(order_id=msg.order_id))
 
 

@@ -83,9 +83,6 @@ _LOCKED_JOB = (
     .order_by(_items.c.line_no)
     .with_for_update()
 )
-_LOCKED_JOB_STATUS = (
-    select(_jobs.c.status).where(_jobs.c.order_id == bindparam("b_order_id")).with_for_update()
-)
 _CANCEL_JOB = (
     update(_jobs)
     .where(_jobs.c.order_id == bindparam("b_order_id"))
@@ -188,13 +185,6 @@ async def locked_job(session: AsyncSession, order_id: str) -> StoredJob | None:
         due_at=first[4],
         items=tuple(StoredItem(*tuple(row[5:])) for row in rows),
     )
-
-
-async def locked_job_status(session: AsyncSession, order_id: str) -> str | None:
-    """The status of the order's job, its row locked until commit; None without a job."""
-    return (
-        await session.execute(_LOCKED_JOB_STATUS, {"b_order_id": order_id})
-    ).scalar_one_or_none()
 
 
 async def cancel_job(session: AsyncSession, *, order_id: str, reason: str, now: datetime) -> None:

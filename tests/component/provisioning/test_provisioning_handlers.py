@@ -323,11 +323,39 @@ async def test_cancelling_a_job_that_never_existed_still_replies(rig: Provisioni
     assert await rig.messages_for(order_id) == [c.JobCancelled(order_id=order_id)]
 
 
-async def test_a_done_job_is_not_cancelled(rig: ProvisioningRig) -> None:
+async def test_a_done_job_is_not_cancelled_and_answers_with_its_results(
+    rig: ProvisioningRig,
+) -> None:
     order_id = await job_created(rig, line(1, "session_package", "pkg-5", units_per_item=5))
-    await provision(rig, order_id)
+    delivered = await provision(rig, order_id)
     await rig.deliver(c.CancelJob(order_id=order_id, reason="too late"), correlation_id=order_id)
 
-    assert not any(isinstance(m, c.JobCancelled) for m in await rig.messages_for(order_id))
+    emitted = await rig.messages_for(order_id)
+    assert not any(isinstance(m, c.JobCancelled) for m in emitted)
+    # "Already delivered, here are the results": the saga completes instead of refunding.
+    assert emitted[-1] == delivered
     job = await load_job(rig, order_id)
     assert (job.status, job.cancel_reason) == ("done", None)
+
+
+async def test_a_partly_delivered_job_is_not_cancelled_its_delivered_item_is_kept(
+    rig: ProvisioningRig, panel: Panel
+) -> None:
+    # Before: a partially_done job was cancelled and answered JobCancelled, so the saga read
+    # "nothing delivered" and refunded the delivered server as well.
+    order_id = await job_created(
+        rig, line(1, "server_plan", "srv-small"), line(2, "server_plan", DOOMED_PLAN)
+    )
+    delivered = await provision(rig, order_id)
+    await rig.deliver(
+        c.CancelJob(order_id=order_id, reason="provisioning did not answer"),
+        correlation_id=order_id,
+    )
+
+    emitted = await rig.messages_for(order_id)
+    assert not any(isinstance(m, c.JobCancelled) for m in emitted)
+    assert isinstance(emitted[-1], c.OrderProvisionedV2) and emitted[-1] == delivered
+    assert [r.status for r in emitted[-1].results] == ["delivered", "failed"]
+    job = await load_job(rig, order_id)
+    assert (job.status, job.cancel_reason) == ("partially_done", None)
+    assert panel.creations_for(order_id) == 1

@@ -139,18 +139,18 @@ def test_a_cancelled_job_cannot_be_provisioned() -> None:
         domain.provisioning_action("cancelled")
 
 
-@pytest.mark.parametrize("status", ["created", "scheduled", "partially_done", "failed"])
-def test_an_unfinished_job_can_be_cancelled(status: str) -> None:
-    assert domain.should_cancel(status) is True
+def test_a_job_nothing_was_run_for_is_cancelled() -> None:
+    assert domain.cancel_answer("created") == "cancel"
 
 
-def test_cancelling_a_cancelled_job_changes_nothing() -> None:
-    assert domain.should_cancel("cancelled") is False
+def test_cancelling_a_cancelled_job_answers_cancelled_again() -> None:
+    assert domain.cancel_answer("cancelled") == "cancelled"
 
 
-def test_a_done_job_cannot_be_cancelled() -> None:
-    with pytest.raises(domain.JobAlreadyDone):
-        domain.should_cancel("done")
+@pytest.mark.parametrize("status", ["done", "scheduled", "partially_done", "failed"])
+def test_a_job_that_was_run_is_never_cancelled_its_results_are_the_answer(status: str) -> None:
+    # Cancelling a partly delivered job would let the saga refund delivered items as undelivered.
+    assert domain.cancel_answer(status) == "results"
 
 
 def test_the_job_is_due_when_its_earliest_item_is() -> None:
