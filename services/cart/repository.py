@@ -31,7 +31,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-
 # The checkout path and the order outcomes run their statements prebuilt, with bound parameters:
 # building a statement and its cache key costs about as much CPU as running it. Writes there go
 # through the Core tables (no ORM bookkeeping: nothing loaded is read again after them). The

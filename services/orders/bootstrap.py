@@ -35,6 +35,8 @@ def build(
         provisioning_timeout=timedelta(seconds=settings.provisioning_timeout_seconds),
         payment_grace=timedelta(seconds=settings.payment_grace_seconds),
         max_attempts=settings.provisioning_max_attempts,
+        max_ask_interval=timedelta(seconds=settings.max_ask_interval_seconds),
+        pending_recheck=timedelta(seconds=settings.pending_recheck_seconds),
     )
     spec = ServiceSpec(
         name=ORDERS,

@@ -20,4 +20,8 @@ class OrdersSettings(ServiceSettings):
     provisioning_timeout_seconds: float = Field(default=300.0, gt=0)
     payment_grace_seconds: float = Field(default=120.0, ge=0)
     provisioning_max_attempts: int = Field(default=3, ge=1)
+    # A silent step owner is asked again after step_timeout, the wait doubling up to this.
+    max_ask_interval_seconds: float = Field(default=1800.0, gt=0)
+    # How long until payments is asked again after it said the payment is still on its way.
+    pending_recheck_seconds: float = Field(default=600.0, gt=0)
     deadline_poll_seconds: float = Field(default=1.0, gt=0)

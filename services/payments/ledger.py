@@ -124,7 +124,6 @@ _BALANCE = select(_accounts.c.available, _accounts.c.reserved).where(
 _ENTRY_BY_REFERENCE = select(LedgerEntry).where(LedgerEntry.reference == bindparam("b_reference"))
 
 
-
 # --- low-level postings ----------------------------------------------------------------------
 
 

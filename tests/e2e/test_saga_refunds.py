@@ -19,6 +19,7 @@ from tests.support.stack import (
     grant,
     history,
     ledger,
+    pay,
     rows,
     stack_fixture,
 )
@@ -43,12 +44,6 @@ stack = stack_fixture(
         )
     },
 )
-
-
-async def pay(sim: httpx.AsyncClient, order: dict[str, Any], **body: Any) -> None:
-    session_id = order["payment_url"].rsplit("/", 1)[-1]
-    response = await sim.post(f"/_sim/sessions/{session_id}/pay", json=body or None)
-    assert response.status_code == 200, response.text
 
 
 async def refunds(stack: Stack, order_id: str) -> list[dict[str, Any]]:

@@ -108,6 +108,13 @@ async def sessions_at_stripe(sim: httpx.AsyncClient, order_id: str) -> list[dict
     return [s for s in response.json()["data"] if s["client_reference_id"] == order_id]
 
 
+async def pay(sim: httpx.AsyncClient, order: dict[str, Any], **body: Any) -> None:
+    """Pays the order's Checkout Session at the simulator (`body`: how, e.g. a delayed method)."""
+    session_id = order["payment_url"].rsplit("/", 1)[-1]
+    response = await sim.post(f"/_sim/sessions/{session_id}/pay", json=body or None)
+    assert response.status_code == 200, response.text
+
+
 def failing_panel_overrides(
     *plans: str, capacity: Mapping[str, int] | None = None
 ) -> dict[str, dict[str, str]]:

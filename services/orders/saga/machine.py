@@ -65,33 +65,70 @@ def cancel(state: SagaState, *, reason: str, now: datetime, timing: Timing) -> D
 
 
 def on_deadline(state: SagaState, *, now: datetime, timing: Timing) -> Decision:
-    """The current step's reply did not come in time."""
+    """The current step's reply did not come in time.
+
+    Silence alone never undoes or refunds anything: the step's owner is asked, and the saga
+    acts on its answer. Before payment the undo commands are those questions (each owner fences:
+    a release, a cancel or an expiry makes the late command a no-op, and the saga waits for
+    every confirmation); once money may have been taken, the owner is asked what happened.
+    """
     if state.deadline is None or now < state.deadline or state.step is Step.DONE:
         return _ignore(state)
     step = state.step
+    if step is Step.AWAITING_PAYMENT:
+        inquiry = c.InquirePayment(order_id=state.order_id)
+        first = "payment deadline passed; asking payments what became of the payment"
+        return _ask_again(state, (inquiry,), "payments", now, timing, first=first)
     if step in CANCELLABLE:
-        why = (
-            "payment not received in time" if step is Step.AWAITING_PAYMENT else f"{step} timed out"
-        )
-        return _compensate(state, why, now, timing, uncertain=True)
-    retried = _goto(state, step, now, timing).evolve(attempts=state.attempts + 1)
-    if step is Step.CAPTURING_CREDITS:
-        # Credits are reserved: capturing cannot fail, it can only be late. Ask again.
-        return Decision(retried, (_capture(state),))
+        return _compensate(state, f"{step} timed out", now, timing, uncertain=True)
     if step is Step.PROVISIONING:
         if state.attempts + 1 < timing.max_attempts:
+            retried = _goto(state, step, now, timing).evolve(attempts=state.attempts + 1)
             return Decision(retried, (c.ProvisionOrder(order_id=state.order_id),))
-        failed = tuple(line.line_no for line in state.lines)
-        return _refund_failed(
-            state.evolve(results=()),
-            failed,
-            "provisioning did not answer",
-            now,
-            timing,
-            extra=(c.CancelJob(order_id=state.order_id, reason="provisioning did not answer"),),
-        )
+        return _fence_job(state, now, timing)
+    if step is Step.FENCING_JOB:
+        return _ask_again(state, (_cancel_job(state),), "provisioning", now, timing)
+    if step is Step.CAPTURING_CREDITS:
+        # Credits are reserved: capturing cannot fail, it can only be late. Ask again.
+        return _ask_again(state, (_capture(state),), "payments", now, timing)
     # Compensating or refunding: every command is idempotent, so re-send what is still owed.
-    return Decision(retried, _owed(state))
+    return _ask_again(state, _owed(state), "the services owing a reply", now, timing)
+
+
+def _ask_again(
+    state: SagaState,
+    send: tuple[Contract, ...],
+    owner: str,
+    now: datetime,
+    timing: Timing,
+    *,
+    first: str | None = None,
+) -> Decision:
+    """Asks the step's owner (again), each time waiting twice as long up to a cap; once it has
+    gone unanswered `max_attempts` times the order is flagged as needing attention (recorded on
+    the order, once) while the saga keeps asking."""
+    attempts = state.attempts + 1
+    wait = min(timing.step_timeout * 2**state.attempts, timing.max_ask_interval)
+    asked = state.evolve(deadline=now + wait, attempts=attempts)
+    changes: list[tuple[OrderStatus, str]] = []
+    if first is not None and state.attempts == 0:
+        changes.append((state.status, first))
+    if attempts == timing.max_attempts:
+        unanswered = f"{owner} has not answered {attempts} times"
+        changes.append((state.status, f"needs attention: {unanswered}; still asking"))
+    return Decision(asked, send, changes=tuple(changes))
+
+
+def _fence_job(state: SagaState, now: datetime, timing: Timing) -> Decision:
+    """Provisioning did not answer ProvisionOrder: ask it to cancel the job. It answers
+    cancelled (fenced before anything ran: refund it all) or with the job's results (act on
+    them); nothing is refunded before it answers."""
+    fencing = _goto(state, Step.FENCING_JOB, now, timing)
+    why = (
+        "provisioning did not answer in time; asking provisioning to cancel the job"
+        " (nothing is refunded before it answers)"
+    )
+    return Decision(fencing, (_cancel_job(state),), changes=((state.status, why),))
 
 
 # --- reactions, one per reply type -----------------------------------------------------------
@@ -210,6 +247,22 @@ def _payment_mismatch(state: SagaState, r: c.PaymentSucceeded) -> str | None:
     return f"amount_mismatch: paid {r.amount} {paid}, expected {state.money_total} {expected}"
 
 
+def _on_payment_pending(
+    state: SagaState, r: c.PaymentPending, now: datetime, timing: Timing
+) -> Decision:
+    """Payments knows of no outcome yet (a delayed payment method, a session not closed): the
+    order keeps waiting; payments is asked again later. Recorded when what it says changes."""
+    if state.step is not Step.AWAITING_PAYMENT:
+        return _ignore(state)
+    waiting = state.evolve(
+        deadline=now + timing.pending_recheck, attempts=0, payment_pending=r.status
+    )
+    if r.status == state.payment_pending:
+        return Decision(waiting)
+    why = f"payments says the payment is {r.status}; asking again later"
+    return Decision(waiting, changes=((state.status, why),))
+
+
 def _on_payment_ended(
     state: SagaState, r: c.PaymentFailed | c.PaymentExpired, now: datetime, timing: Timing
 ) -> Decision:
@@ -235,7 +288,8 @@ def _on_credits_captured(state: SagaState, _r: Any, now: datetime, timing: Timin
 def _on_order_provisioned(
     state: SagaState, r: c.OrderProvisioned | c.OrderProvisionedV2, now: datetime, timing: Timing
 ) -> Decision:
-    if state.step is not Step.PROVISIONING:
+    # While fencing too: provisioning answers a cancel of a job it already ran with its results.
+    if state.step not in (Step.PROVISIONING, Step.FENCING_JOB):
         return _ignore(state)
     results = units_of(state.lines, r)
     state = state.evolve(results=results)
@@ -271,10 +325,22 @@ def units_of(
 def _on_provisioning_failed(
     state: SagaState, r: c.ProvisioningFailed, now: datetime, timing: Timing
 ) -> Decision:
-    if state.step is not Step.PROVISIONING:
+    if state.step not in (Step.PROVISIONING, Step.FENCING_JOB):
         return _ignore(state)
     failed = tuple(line.line_no for line in state.lines)
     return _refund_failed(state, failed, f"provisioning failed: {r.reason}", now, timing)
+
+
+def _on_job_cancelled(
+    state: SagaState, r: c.JobCancelled, now: datetime, timing: Timing
+) -> Decision:
+    """While fencing, provisioning confirms nothing was run and nothing ever will be: refund it
+    all. Otherwise one of the compensation's awaited replies."""
+    if state.step is not Step.FENCING_JOB:
+        return _on_awaited(state, r, now, timing)
+    failed = tuple(line.line_no for line in state.lines)
+    why = "provisioning did not answer; its job was cancelled before anything was delivered"
+    return _refund_failed(state.evolve(results=()), failed, why, now, timing)
 
 
 def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) -> Decision:
@@ -305,12 +371,13 @@ _REACTIONS: dict[type[Contract], Reaction] = {
     c.PaymentSucceeded: _on_payment_succeeded,
     c.PaymentFailed: _on_payment_ended,
     c.PaymentExpired: _on_payment_ended,
+    c.PaymentPending: _on_payment_pending,
     c.CreditsCaptured: _on_credits_captured,
     c.OrderProvisioned: _on_order_provisioned,
     c.OrderProvisionedV2: _on_order_provisioned,
     c.ProvisioningFailed: _on_provisioning_failed,
     c.CreditsReleased: _on_awaited,
-    c.JobCancelled: _on_awaited,
+    c.JobCancelled: _on_job_cancelled,
     c.PaymentRefunded: _on_awaited,
     c.CreditsRefunded: _on_awaited,
 }
@@ -345,6 +412,10 @@ def _capture(state: SagaState) -> c.CaptureCredits:
     return c.CaptureCredits(
         order_id=state.order_id, user_id=state.user_id, credits=state.credits_total
     )
+
+
+def _cancel_job(state: SagaState) -> c.CancelJob:
+    return c.CancelJob(order_id=state.order_id, reason="provisioning did not answer")
 
 
 def _create_job(state: SagaState) -> c.CreateJob:

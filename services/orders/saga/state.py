@@ -20,6 +20,9 @@ class Step(StrEnum):
     AWAITING_PAYMENT = "awaiting_payment"
     CAPTURING_CREDITS = "capturing_credits"
     PROVISIONING = "provisioning"
+    # Provisioning stayed silent past its last deadline: CancelJob went out and the saga waits
+    # for its answer (cancelled: refund all; results: act on them). Never refunds on silence.
+    FENCING_JOB = "fencing_job"
     REFUNDING = "refunding"
     COMPENSATING = "compensating"
     DONE = "done"
@@ -94,6 +97,8 @@ class SagaState(BaseModel):
     refund_key: str | None = None
     # The status the order takes once the refunds in flight are confirmed.
     after_refund: OrderStatus | None = None
+    # What payments last said of a payment that has no outcome yet ("open", "processing").
+    payment_pending: str | None = None
 
     @field_validator("results", mode="before")
     @classmethod
@@ -131,5 +136,10 @@ class Timing:
     provisioning_timeout: timedelta = timedelta(seconds=300)
     # After the Stripe session's own expiry, time for its expired/paid webhook to arrive.
     payment_grace: timedelta = timedelta(seconds=120)
-    # Re-sends of an idempotent command before provisioning is given up on.
+    # Re-sends of an idempotent command before provisioning is asked to cancel; also the
+    # unanswered questions after which an order is flagged as needing attention.
     max_attempts: int = 3
+    # A step's owner that stays silent is asked again after step_timeout, doubling up to this.
+    max_ask_interval: timedelta = timedelta(minutes=30)
+    # When payments says the money is still on its way, how long until it is asked again.
+    pending_recheck: timedelta = timedelta(minutes=10)

@@ -168,7 +168,7 @@ def test_job_rejected_releases_reserved_credits_before_cancelling() -> None:
     assert state.status is OrderStatus.CANCELLED
 
 
-def test_expired_payment_cancels_job_and_releases_credits_then_cancels() -> None:
+def awaiting_payment_order() -> SagaState:
     first = start(
         checkout(line(1, paid_with="credits"), line(2, paid_with="money", credits=None)),
         now=NOW,
@@ -180,7 +180,14 @@ def test_expired_payment_cancels_job_and_releases_credits_then_cancels() -> None
         c.JobCreated(order_id="order-1", job_id="job-1"),
         c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
     )
-    state, sent = run(state, c.PaymentExpired(order_id="order-1", session_id="cs_1"))
+    assert state.step is Step.AWAITING_PAYMENT
+    return state
+
+
+def test_expired_payment_cancels_job_and_releases_credits_then_cancels() -> None:
+    state, sent = run(
+        awaiting_payment_order(), c.PaymentExpired(order_id="order-1", session_id="cs_1")
+    )
     assert types(sent) == ["CancelJob", "ReleaseCredits"]
     state, sent = run(state, c.JobCancelled(order_id="order-1"))
     assert sent == [] and state.status is OrderStatus.COMPENSATING
@@ -563,3 +570,112 @@ def test_a_mismatched_refund_still_owed_at_its_deadline_is_sent_again() -> None:
     assert later.send[0] == c.RefundPayment(
         order_id="order-1", refund_key="amount-mismatch", amount=1, reason="refund retried"
     )
+
+
+# --- never on silence alone: the step's owner is asked, and its answer is acted on ------------
+
+
+def provisioning_card_order() -> SagaState:
+    """A card order that was paid and whose ProvisionOrder went out."""
+    first = start(checkout(line(1, paid_with="money", credits=None)), now=NOW, timing=TIMING)
+    state, sent = run(first.state, c.JobCreated(order_id="order-1", job_id="job-1"), paid(3000))
+    assert types(sent)[-1] == "ProvisionOrder" and state.step is Step.PROVISIONING
+    return state
+
+
+def past_deadlines(state: SagaState, count: int) -> tuple[SagaState, list[Contract], list[str]]:
+    """Lets `count` deadlines pass with no reply at all; what was sent and the reasons recorded."""
+    sent: list[Contract] = []
+    reasons: list[str] = []
+    for _ in range(count):
+        assert state.deadline is not None
+        decision = on_deadline(state, now=state.deadline, timing=TIMING)
+        assert not decision.ignored
+        state = decision.state
+        sent.extend(decision.send)
+        reasons.extend(reason for _, reason in decision.changes)
+    return state, sent, reasons
+
+
+def test_provisioning_silent_past_its_last_deadline_is_fenced_and_nothing_is_refunded_yet() -> None:
+    # Before: the last deadline refunded everything and sent CancelJob in the same breath; a
+    # provisioning that came back then ran the queued ProvisionOrder: goods and a full refund.
+    state, sent, reasons = past_deadlines(provisioning_card_order(), TIMING.max_attempts)
+    assert types(sent) == ["ProvisionOrder"] * (TIMING.max_attempts - 1) + ["CancelJob"]
+    assert state.status is OrderStatus.PROVISIONING and state.step is Step.FENCING_JOB
+    assert any("asking provisioning to cancel" in r for r in reasons)
+    # Silence goes on: the cancel is asked again, ever more slowly, and nothing is refunded.
+    later, resent, reasons = past_deadlines(state, 6)
+    assert types(resent) == ["CancelJob"] * 6
+    assert later.status is OrderStatus.PROVISIONING and later.refund_money == 0
+    assert (later.deadline or NOW) - NOW > timedelta(minutes=30)
+    assert any(r.startswith("needs attention") for r in reasons)
+
+
+def test_a_fenced_job_that_had_delivered_answers_its_results_and_nothing_is_refunded() -> None:
+    state, _, _ = past_deadlines(provisioning_card_order(), TIMING.max_attempts)
+    delivered = c.OrderProvisionedV2(
+        order_id="order-1",
+        job_id="job-1",
+        results=(
+            c.ItemResultV2(
+                line_no=1, item_id="item-1", status="delivered", units=2, units_failed=0
+            ),
+        ),
+    )
+    state, sent = run(state, delivered)
+    assert types(sent) == ["OrderCompleted"]
+    assert state.status is OrderStatus.COMPLETED and state.refund_money == 0
+
+
+def test_a_fenced_job_confirmed_cancelled_is_refunded_in_full() -> None:
+    state, _, _ = past_deadlines(provisioning_card_order(), TIMING.max_attempts)
+    state, sent = run(state, c.JobCancelled(order_id="order-1"))
+    assert types(sent) == ["RefundPayment"]
+    assert state.step is Step.REFUNDING and state.refund_money == 3000
+    # A ProvisionOrder still queued is refused by the fence; its answer changes nothing now.
+    state, sent = run(
+        state,
+        c.ProvisioningFailed(order_id="order-1", reason="job_cancelled"),
+        c.PaymentRefunded(order_id="order-1", refund_key=state.refund_key or "", amount=3000),
+    )
+    assert types(sent) == ["OrderCancelled"] and state.status is OrderStatus.REFUNDED
+
+
+def test_the_payment_deadline_asks_payments_and_undoes_nothing_on_silence() -> None:
+    # Before: the deadline expired the session, cancelled the job and released the credits; a
+    # PaymentSucceeded delayed past it was kept (or refunded) instead of provisioned.
+    state, sent, reasons = past_deadlines(awaiting_payment_order(), 5)
+    assert types(sent) == ["InquirePayment"] * 5
+    assert sent[0] == c.InquirePayment(order_id="order-1")
+    assert state.status is OrderStatus.AWAITING_PAYMENT and state.step is Step.AWAITING_PAYMENT
+    assert any("asking payments" in r for r in reasons)
+    assert any(r.startswith("needs attention") for r in reasons)
+
+
+def test_payments_answering_that_the_payment_succeeded_goes_on_to_provision() -> None:
+    state, _, _ = past_deadlines(awaiting_payment_order(), 1)
+    state, sent = run(state, paid(3000))
+    assert types(sent) == ["CaptureCredits"] and state.status is OrderStatus.PAID
+
+
+def test_payments_answering_expired_compensates() -> None:
+    state, _, _ = past_deadlines(awaiting_payment_order(), 1)
+    state, sent = run(state, c.PaymentExpired(order_id="order-1", session_id="cs_1"))
+    assert types(sent) == ["CancelJob", "ReleaseCredits"]
+    assert state.status is OrderStatus.COMPENSATING
+
+
+def test_payments_answering_pending_keeps_the_order_waiting_and_asks_again_later() -> None:
+    state, _, _ = past_deadlines(awaiting_payment_order(), 1)
+    asked_at = state.deadline
+    decision = react(
+        state,
+        c.PaymentPending(order_id="order-1", session_id="cs_1", status="processing"),
+        now=NOW,
+        timing=TIMING,
+    )
+    assert decision.send == () and decision.state.step is Step.AWAITING_PAYMENT
+    assert decision.state.status is OrderStatus.AWAITING_PAYMENT
+    assert decision.changes and "processing" in decision.changes[0][1]
+    assert decision.state.deadline is not None and asked_at is not None

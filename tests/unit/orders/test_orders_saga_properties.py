@@ -15,7 +15,10 @@ from shared.messages import Contract
 from shared.messages import contracts as c
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)
-TIMING = Timing(step_timeout=timedelta(seconds=10), provisioning_timeout=timedelta(seconds=10))
+# One attempt: the first provisioning deadline already fences the job, so a script reaches it.
+TIMING = Timing(
+    step_timeout=timedelta(seconds=10), provisioning_timeout=timedelta(seconds=10), max_attempts=1
+)
 ORDER = "order-1"
 
 
@@ -116,6 +119,8 @@ def replies(checkout: c.CheckoutRequested) -> list[Contract]:
         c.PaymentSucceeded(
             order_id=ORDER, session_id="cs", payment_intent_id="pi", amount=1, currency="EUR"
         ),
+        # Payments' answer to an inquiry while the money is still on its way.
+        c.PaymentPending(order_id=ORDER, session_id="cs", status="processing"),
     ]
 
 
@@ -128,6 +133,8 @@ def expected(state: SagaState, pool: list[Contract], variant: int) -> Contract |
         Step.AWAITING_PAYMENT: [6],
         Step.CAPTURING_CREDITS: [9],
         Step.PROVISIONING: [12, 12, 13, 17],
+        # Asked to cancel, provisioning answers cancelled or with what it had delivered.
+        Step.FENCING_JOB: [11, 12, 13, 17],
     }
     if state.step in by_step:
         choices = by_step[state.step]
@@ -151,7 +158,7 @@ actions = st.lists(
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
-        st.tuples(st.just("reply"), st.integers(min_value=0, max_value=18)),
+        st.tuples(st.just("reply"), st.integers(min_value=0, max_value=19)),
         st.tuples(st.just("deadline"), st.just(0)),
         st.tuples(st.just("cancel"), st.just(0)),
     ),
@@ -195,6 +202,14 @@ def test_invariants_hold_for_any_sequence_of_replies_deadlines_and_cancels(
             decision = maybe
         if decision.ignored:
             assert decision.send == () and decision.changes == () and decision.state == state
+        if kind == "deadline":
+            # Silence alone never refunds: a deadline only re-sends a refund already decided
+            # on an owner's answer, and once money may be on its way it undoes nothing.
+            for m in decision.send:
+                if isinstance(m, c.RefundPayment | c.RefundCredits):
+                    assert m.refund_key == state.refund_key
+            if state.step is Step.AWAITING_PAYMENT:
+                assert all(isinstance(m, c.InquirePayment) for m in decision.send)
         state = decision.state
         sent.extend(decision.send)
         statuses.extend(s for s, _ in decision.changes)
