@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from services.orders import repository
@@ -15,7 +15,7 @@ from services.orders.deps import OrdersRuntime
 from services.orders.models import Order, SagaInstance
 from services.orders.saga.machine import cancel
 from services.orders.saga.runner import SagaNotFound, emit_from, run_saga
-from services.orders.saga.state import Step
+from services.orders.saga.state import NEEDS_ATTENTION, Step
 from services.orders.saga.store import state_of
 from shared.auth import Operator, Principal, Shopper, may_see
 from shared.errors import ApiError, not_found
@@ -140,20 +140,28 @@ class StuckSagaOut(BaseModel):
     deadline_at: datetime | None
     updated_at: datetime
     attempts: int
+    # The order's latest status reason: "needs attention: ..." when an owner keeps silent.
+    reason: str | None
 
 
 @router.get("/operator/sagas/stuck", response_model=list[StuckSagaOut])
 async def stuck_sagas(_operator: Operator, runtime: Runtime) -> list[StuckSagaOut]:
-    """Sagas past their step deadline: the scheduler is acting on them, or something is wrong."""
+    """Sagas past their step deadline (the scheduler is acting on them, or something is wrong)
+    and sagas whose step owner has not answered repeated questions (needing attention, though
+    their next question is not due yet), stalest first."""
     now = datetime.now(UTC)
     query = (
-        select(SagaInstance)
-        .where(SagaInstance.step != Step.DONE.value, SagaInstance.deadline_at < now)
-        .order_by(SagaInstance.deadline_at)
+        select(SagaInstance, Order.status_reason)
+        .join(Order, Order.id == SagaInstance.id)
+        .where(
+            SagaInstance.step != Step.DONE.value,
+            or_(SagaInstance.deadline_at < now, Order.status_reason.startswith(NEEDS_ATTENTION)),
+        )
+        .order_by(SagaInstance.updated_at)
         .limit(200)
     )
     async with runtime.sessionmaker() as db:
-        sagas = (await db.execute(query)).scalars().all()
+        found = (await db.execute(query)).all()
     return [
         StuckSagaOut(
             order_id=s.id,
@@ -161,6 +169,7 @@ async def stuck_sagas(_operator: Operator, runtime: Runtime) -> list[StuckSagaOu
             deadline_at=s.deadline_at,
             updated_at=s.updated_at,
             attempts=state_of(s).attempts,
+            reason=reason,
         )
-        for s in sagas
+        for s, reason in found
     ]

@@ -14,6 +14,7 @@ from typing import Any
 from services.orders.saga.refunds import share_of_failed
 from services.orders.saga.state import (
     CANCELLABLE,
+    NEEDS_ATTENTION,
     Decision,
     OrderStatus,
     SagaState,
@@ -115,7 +116,7 @@ def _ask_again(
         changes.append((state.status, first))
     if attempts == timing.max_attempts:
         unanswered = f"{owner} has not answered {attempts} times"
-        changes.append((state.status, f"needs attention: {unanswered}; still asking"))
+        changes.append((state.status, f"{NEEDS_ATTENTION} {unanswered}; still asking"))
     return Decision(asked, send, changes=tuple(changes))
 
 

@@ -49,6 +49,9 @@ TERMINAL = frozenset(
     }
 )
 
+# How the reason recorded on an order whose step owner keeps silent begins (see `_ask_again`).
+NEEDS_ATTENTION = "needs attention:"
+
 # Until payment, the shopper may still walk away; after it, only refunds undo anything.
 CANCELLABLE = frozenset(
     {

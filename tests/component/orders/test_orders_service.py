@@ -50,6 +50,17 @@ def checkout(order_id: str = "o-1") -> c.CheckoutRequested:
     )
 
 
+async def make_due(orders: ServiceRig, order_id: str, *, step: str) -> None:
+    """Time passes: the saga's deadline (column and state) moves into the past."""
+    async with orders.runtime.transaction() as session:
+        saga = await session.get(SagaInstance, order_id)
+        assert saga is not None and saga.step == step
+        saga.deadline_at = datetime.now(UTC) - timedelta(seconds=1)
+        state = dict(saga.state)
+        state["deadline"] = saga.deadline_at.isoformat()
+        saga.state = state
+
+
 async def test_the_same_checkout_delivered_twice_under_new_message_ids_starts_one_saga(
     orders: ServiceRig,
 ) -> None:
@@ -70,15 +81,7 @@ async def test_a_due_deadline_is_fired_from_the_database_and_only_once(
     timing = orders.runtime.deps.timing
     assert await fire_due(orders.runtime, timing=timing) == 0  # not due yet
 
-    async with (
-        orders.runtime.transaction() as session
-    ):  # time passes: move the deadline into the past
-        saga = await session.get(SagaInstance, "o-2")
-        assert saga is not None and saga.step == "creating_job"
-        saga.deadline_at = datetime.now(UTC) - timedelta(seconds=1)
-        state = dict(saga.state)
-        state["deadline"] = saga.deadline_at.isoformat()
-        saga.state = state
+    await make_due(orders, "o-2", step="creating_job")
 
     assert await fire_due(orders.runtime, timing=timing) == 1
     # Compensating now, its next deadline ahead:
@@ -107,6 +110,30 @@ async def test_orders_are_private_and_cancel_answers_with_codes(orders: ServiceR
     operator = as_user("ops", operator=True)
     assert (await http.get("/operator/sagas/stuck", headers=alice)).status_code == 403
     assert (await http.get("/operator/sagas/stuck", headers=operator)).status_code == 200
+
+
+async def test_a_saga_whose_owner_keeps_silent_is_listed_for_operators_with_its_reason(
+    orders: ServiceRig,
+) -> None:
+    # Silent owners are asked again ever more slowly: the next deadline is in the future, so a
+    # list of sagas past their deadline alone would hide the very orders needing a human.
+    await orders.deliver(checkout("o-5"), correlation_id="o-5")
+    await orders.deliver(c.CreditsReserved(order_id="o-5", credits=400), correlation_id="o-5")
+    await orders.deliver(c.JobCreated(order_id="o-5", job_id="j-5"), correlation_id="o-5")
+    timing = orders.runtime.deps.timing
+    for _ in range(timing.max_attempts):
+        await make_due(orders, "o-5", step="capturing_credits")
+        assert await fire_due(orders.runtime, timing=timing) == 1
+    assert len(await orders.emitted(c.CaptureCredits.TYPE)) == 1 + timing.max_attempts
+
+    listed = await orders.http.get("/operator/sagas/stuck", headers=as_user("ops", operator=True))
+    assert listed.status_code == 200
+    [saga] = [s for s in listed.json() if s["order_id"] == "o-5"]
+    assert saga["step"] == "capturing_credits" and saga["attempts"] == timing.max_attempts
+    assert saga["reason"].startswith("needs attention: payments has not answered")
+    # SQLite gives back naive UTC times.
+    next_question = datetime.fromisoformat(saga["deadline_at"]).replace(tzinfo=UTC)
+    assert next_question > datetime.now(UTC)
 
 
 async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_completes(
