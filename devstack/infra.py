@@ -24,6 +24,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,14 +264,16 @@ def _check_name(name: str) -> None:
         )
 
 
+TERMINATE_BACKENDS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = $1 AND pid <> pg_backend_pid()"
+)
+
+
 async def _drop(conn: Any, name: str) -> None:
     force = " WITH (FORCE)" if conn.get_server_version().major >= 13 else ""
     for attempt in range(5):
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
+        await conn.execute(TERMINATE_BACKENDS, name)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}"{force}')
             return
@@ -312,5 +315,42 @@ async def drop_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
     try:
         await _drop(conn, name)
+    finally:
+        await conn.close()
+
+
+async def terminate_connections(admin_url: str, name: str) -> None:
+    """Cut every session on database `name` (a failover or a restart, as its clients see it)."""
+    _check_name(name)
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
+    try:
+        await conn.execute(TERMINATE_BACKENDS, name)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def database_closed(admin_url: str, name: str) -> AsyncIterator[None]:
+    """Database `name` refuses connections, its open ones cut, until the block ends.
+
+    Opened again whatever happens meanwhile, a cancelled caller included: an outage left behind
+    would fail whatever reads the database next, not the system under test."""
+    _check_name(name)
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            await conn.execute(TERMINATE_BACKENDS, name)
+            yield
+        finally:
+            # Shielded, and awaited even when cancelled: the connection is closed only after.
+            reopen = asyncio.ensure_future(
+                conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            )
+            try:
+                await asyncio.shield(reopen)
+            except asyncio.CancelledError:
+                await reopen
+                raise
     finally:
         await conn.close()

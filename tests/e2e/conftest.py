@@ -8,6 +8,7 @@ import httpx
 import pytest_asyncio
 
 from devstack.stack import Stack
+from shared.bus import RabbitBus
 from tests.support.stack import stripe_sim_client
 
 
@@ -16,3 +17,14 @@ async def sim(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """The Stripe simulator of the test module's `stack`, its faults cleared after the test."""
     async with stripe_sim_client(stack) as client:
         yield client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bus(stack: Stack, rabbitmq_url: str) -> AsyncIterator[RabbitBus]:
+    """A client of the stack's own broker namespace: sends as a service would, reads its DLQs."""
+    client = RabbitBus(rabbitmq_url, namespace=stack.namespace)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()

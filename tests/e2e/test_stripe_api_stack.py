@@ -6,11 +6,9 @@ what was paid — also when several arrive at once — and are followed until St
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest_asyncio
 
 from devstack.stack import Stack
 from shared.bus import RabbitBus
@@ -36,17 +34,6 @@ PAYMENTS_ENV = {
 
 
 stack = stack_fixture({"payments": PAYMENTS_ENV})
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def bus(stack: Stack, rabbitmq_url: str) -> AsyncIterator[RabbitBus]:
-    """A client of the stack's own broker namespace, sending as the saga would."""
-    client = RabbitBus(rabbitmq_url, namespace=stack.namespace)
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def counters(sim: httpx.AsyncClient) -> dict[str, int]:
