@@ -92,6 +92,11 @@ class RefundKeyReused(PermanentError):
     """One refund key of an order was sent again with a different amount."""
 
 
+class InquiryRefused(PermanentError):
+    """Stripe refused (not for a passing reason) to show a session we stored: asking again
+    cannot help, so the inquiry dead-letters with Stripe's reason for an operator to read."""
+
+
 def available_account(user_id: str) -> str:
     return f"user:{user_id}:available"
 
@@ -279,6 +284,68 @@ def reconciled_target(
     if intent_status in ("requires_payment_method", "canceled"):
         return "failed"
     return "processing"
+
+
+# --- answering the saga's InquirePayment -----------------------------------------------------
+
+# Rows in these statuses wait for an outcome that a lost webhook may have carried.
+AWAITING_OUTCOME: tuple[SessionStatus, ...] = ("open", "processing")
+# PaymentPending's status when no session row exists yet (the other statuses are the row's).
+NO_SESSION = "no_session"
+
+InquiryAction = Literal["answer_from_row", "ask_stripe", "expire_at_stripe", "settle"]
+
+
+@dataclass(frozen=True)
+class InquiryStep:
+    """The next step in answering an inquiry (`inquiry_step`)."""
+
+    action: InquiryAction
+    # With "settle": the status Stripe's view moves the row to.
+    target: SessionStatus | None = None
+
+
+# The row's outcome announced again, or PaymentPending with the row's status while it has none.
+ANSWER_FROM_ROW = InquiryStep("answer_from_row")
+ASK_STRIPE = InquiryStep("ask_stripe")
+# Stripe still offers the session for payment past its expiry: close it, then settle as it says.
+EXPIRE_AT_STRIPE = InquiryStep("expire_at_stripe")
+
+
+class StripeSessionView(Protocol):
+    """What `inquiry_step` reads of Stripe's current view of a session."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def payment_status(self) -> str | None: ...
+    @property
+    def payment_intent_status(self) -> str | None: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+def inquiry_step(
+    stored: str, remote: StripeSessionView | None, now: datetime, *, may_expire: bool = True
+) -> InquiryStep:
+    """The next step in answering InquirePayment for a session our row holds as `stored`,
+    given Stripe's view of it (None: not asked yet).
+
+    Nothing is inferred from silence: an outcome comes from the row or from Stripe. The saga
+    asks only after the session's expiry plus a grace, so a session Stripe still offers past its
+    `expires_at` is closed at Stripe first — then it can no longer be paid and its status is the
+    truth. `may_expire=False` after Stripe refused to close it: the answer is then the row's."""
+    if stored not in AWAITING_OUTCOME:
+        return ANSWER_FROM_ROW
+    if remote is None:
+        return ASK_STRIPE
+    target = reconciled_target(remote.status, remote.payment_status, remote.payment_intent_status)
+    if target is None:  # open at Stripe
+        due = stored == "open" and as_utc(remote.expires_at) <= now
+        return EXPIRE_AT_STRIPE if due and may_expire else ANSWER_FROM_ROW
+    if target == stored:
+        return ANSWER_FROM_ROW
+    return InquiryStep("settle", target)
 
 
 def refund_status(stripe_status: str | None) -> RefundStatus:

@@ -14,14 +14,20 @@ from datetime import UTC, datetime
 
 from services.payments import ledger, repository, stripe_events
 from services.payments.domain import (
+    ASK_STRIPE,
+    EXPIRE_AT_STRIPE,
+    NO_SESSION,
     REFUND_HOLDS_MONEY,
+    InquiryRefused,
     InsufficientCredits,
     PaymentNotRefundable,
     RefundExceedsPayment,
     RefundKeyReused,
+    SessionStatus,
     as_utc,
     checkout_expiry,
     checkout_url,
+    inquiry_step,
     lines_total,
     refund_status,
 )
@@ -41,6 +47,8 @@ from shared.messages.contracts import (
     CreditsReserved,
     ExpirePaymentSession,
     GrantCredits,
+    InquirePayment,
+    PaymentPending,
     PaymentRefunded,
     PaymentSessionCreated,
     PaymentSessionFailed,
@@ -203,6 +211,72 @@ async def handle_expire_payment_session(
     )
 
 
+async def handle_inquire_payment(
+    ctx: MessageContext, msg: InquirePayment, *, gateway: StripeGateway
+) -> None:
+    row = await repository.payment_session_of(ctx.db, msg.order_id)
+    if row is None:
+        # The saga asks only once it has a session, so its CreatePaymentSession is not applied
+        # yet (waiting in a retry queue): the session and its outcome are still to come.
+        await ctx.emit(PaymentPending(order_id=msg.order_id, session_id=None, status=NO_SESSION))
+        return
+    now = datetime.now(UTC)
+    if inquiry_step(row.status, None, now) == ASK_STRIPE:
+        remote = await _stripe_view(row, gateway=gateway)
+        step = inquiry_step(row.status, remote, now)
+        if step == EXPIRE_AT_STRIPE:
+            remote = await _closed_at_stripe(row, gateway=gateway)
+            step = inquiry_step(row.status, remote, now, may_expire=False)
+        if step.target is not None and await _settled(ctx, row, remote, step.target):
+            return
+    # Never a guess: the outcome the row holds, announced again, or that there is none yet.
+    waiting = PaymentPending(order_id=msg.order_id, session_id=row.session_id, status=row.status)
+    await ctx.emit(stripe_events.stored_announcement(row) or waiting)
+
+
+async def _stripe_view(row: PaymentSession, *, gateway: StripeGateway) -> CheckoutSession:
+    try:
+        return await gateway.retrieve_checkout_session(
+            order_id=row.order_id, session_id=row.session_id
+        )
+    except StripeCallFailed as exc:
+        if exc.transient:
+            raise  # the bus redelivers with backoff: the saga's question waits, never guessed
+        raise InquiryRefused(f"stripe refused to show {row.session_id}: {exc.reason}") from exc
+
+
+async def _closed_at_stripe(row: PaymentSession, *, gateway: StripeGateway) -> CheckoutSession:
+    """The session after expiring it at Stripe, so no payment can land after our answer."""
+    try:
+        return await gateway.expire_checkout_session(
+            order_id=row.order_id, session_id=row.session_id
+        )
+    except StripeCallFailed as exc:
+        if exc.transient:
+            raise
+        # Stripe only refuses when the session is no longer open (paid as we closed it).
+        log.warning("stripe refused to expire %s: %s", row.session_id, exc.reason)
+        return await _stripe_view(row, gateway=gateway)
+
+
+async def _settled(
+    ctx: MessageContext, row: PaymentSession, remote: CheckoutSession, target: SessionStatus
+) -> bool:
+    """Settles the row as the reconciler would; True when that announced the outcome (the
+    answer). Else the row is read again: a webhook or the reconciler may have settled it first,
+    and what it settled to is the answer, never a second, different outcome."""
+    change = await stripe_events.settle_from_stripe(
+        ctx.db, ctx.outbox, remote, target, found_by="the payment inquiry"
+    )
+    if change is not None and target != "processing":
+        return True
+    # Read from the database, not the object in hand: the ORM UPDATE sets our target on it even
+    # when the database row had already moved and did not match (its session sync evaluates the
+    # WHERE against the stale object). Without this, PostgreSQL tests announced a second outcome.
+    await ctx.db.refresh(row)
+    return False
+
+
 async def handle_refund_payment(
     ctx: MessageContext, msg: RefundPayment, *, gateway: StripeGateway
 ) -> None:
@@ -255,7 +329,7 @@ async def _refund_at_stripe(
 
 # These call Stripe: never grouped with other messages (shared/dispatch.py).
 APPLIED_ALONE: frozenset[type[Contract]] = frozenset(
-    {CreatePaymentSession, ExpirePaymentSession, RefundPayment}
+    {CreatePaymentSession, ExpirePaymentSession, InquirePayment, RefundPayment}
 )
 
 
@@ -271,6 +345,7 @@ def build_handlers(
             handle_create_payment_session, gateway=gateway, settings=settings
         ),
         ExpirePaymentSession: functools.partial(handle_expire_payment_session, gateway=gateway),
+        InquirePayment: functools.partial(handle_inquire_payment, gateway=gateway),
         RefundCredits: handle_refund_credits,
         RefundPayment: functools.partial(handle_refund_payment, gateway=gateway),
     }

@@ -112,15 +112,8 @@ async def reconcile(
             await repository.mark_reconciled(db, ours.session_id)
             if target is None or target == ours.status:
                 continue
-            change = await stripe_events.settle_session(
-                db,
-                runtime.outbox,
-                session_id=ours.session_id,
-                target=target,
-                payment_intent_id=remote.payment_intent_id,
-                amount=remote.amount_total,
-                currency=remote.currency,
-                failure_reason="delayed payment failed (found by the reconciler)",
+            change = await stripe_events.settle_from_stripe(
+                db, runtime.outbox, remote, target, found_by="the reconciler"
             )
         if change is not None:
             result.changed.append(Reconciled(ours.order_id, ours.session_id, ours.status, target))

@@ -18,6 +18,7 @@ from services.payments import repository
 from services.payments.domain import SESSION_MOVES, SessionStatus, refund_status, session_target
 from services.payments.models import PaymentSession
 from services.payments.repository import SessionChange
+from services.payments.stripe_gateway import CheckoutSession
 from shared.db import is_postgres, one_of
 from shared.logging import log_fields
 from shared.messages import Contract
@@ -28,6 +29,8 @@ log = logging.getLogger("services.payments.stripe_events")
 
 REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
 ASYNC_FAILURE_REASON = "delayed payment failed (checkout.session.async_payment_failed)"
+# The row keeps no failure reason; only a delayed payment that failed ever reaches "failed".
+STORED_FAILURE_REASON = "delayed payment failed (announced again from the stored session)"
 
 
 def object_of(event: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +159,42 @@ async def settle_session(
     return change
 
 
+async def settle_from_stripe(
+    db: AsyncSession,
+    outbox: Outbox,
+    remote: CheckoutSession,
+    target: SessionStatus,
+    *,
+    found_by: str,
+) -> SessionChange | None:
+    """settle_session with what Stripe's current view of the session (`remote`, retrieved by
+    the reconciler or an inquiry) says it charged; `target` is domain.reconciled_target's."""
+    return await settle_session(
+        db,
+        outbox,
+        session_id=remote.id,
+        target=target,
+        payment_intent_id=remote.payment_intent_id,
+        amount=remote.amount_total,
+        currency=remote.currency,
+        failure_reason=f"delayed payment failed (found by {found_by})",
+    )
+
+
+def stored_announcement(row: PaymentSession) -> Contract | None:
+    """What the row's status announced when the session reached it, announced again from the
+    row (the answer to an inquiry); None while the session has no outcome."""
+    change = SessionChange(
+        order_id=row.order_id,
+        session_id=row.session_id,
+        amount_total=row.amount_total,
+        currency=row.currency,
+        trace_id=row.trace_id,
+        payment_intent_id=row.payment_intent_id,
+    )
+    return _announcement(change, row.status, STORED_FAILURE_REASON)
+
+
 def _charged(amount: Any, currency: Any) -> tuple[int, str] | None:
     """Stripe's amount_total and currency of a paid session; None if it left them out (a
     completed Checkout Session always has both; then the row's, as created, stand)."""
@@ -164,7 +203,8 @@ def _charged(amount: Any, currency: Any) -> tuple[int, str] | None:
     return amount, currency.lower()
 
 
-def _announcement(change: SessionChange, target: SessionStatus, reason: str) -> Contract | None:
+def _announcement(change: SessionChange, target: str, reason: str) -> Contract | None:
+    """The one builder of what a session's status announces (`target`: a SessionStatus)."""
     if target == "complete":
         # The row holds the charge Stripe reported (move_payment_session wrote it).
         return PaymentSucceeded(
@@ -182,7 +222,7 @@ def _announcement(change: SessionChange, target: SessionStatus, reason: str) -> 
         )
     if target == "expired":
         return PaymentExpired(order_id=change.order_id, session_id=change.session_id)
-    return None  # processing: the money is on its way; the saga keeps waiting
+    return None  # open or processing: no outcome yet; the saga keeps waiting
 
 
 async def _known_session(db: AsyncSession, session_id: str, kind: str) -> bool:

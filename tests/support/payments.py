@@ -13,11 +13,27 @@ from services.payments import repository
 from services.payments.models import PaymentSession, StripeEvent
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import CheckoutSession
-from shared.messages.contracts import CreatePaymentSession, PaymentLine
+from shared.messages import Envelope
+from shared.messages.contracts import (
+    CreatePaymentSession,
+    InquirePayment,
+    PaymentExpired,
+    PaymentFailed,
+    PaymentLine,
+    PaymentPending,
+    PaymentSucceeded,
+)
 from tests.support.rig import ServiceRig, new_order_id, settings_for
 from tests.support.stripe_sim import API_KEY, WEBHOOK_SECRET, Delivery, Sim, webhooks_of
 
 WEBHOOK_PATH = "/webhooks/stripe"
+# What payments may answer the saga's InquirePayment with.
+INQUIRY_ANSWERS = (
+    PaymentSucceeded.TYPE,
+    PaymentFailed.TYPE,
+    PaymentExpired.TYPE,
+    PaymentPending.TYPE,
+)
 
 
 def payments_settings(database_url: str, **overrides: Any) -> PaymentsSettings:
@@ -146,3 +162,15 @@ async def paid_order(payments: ServiceRig, sim: Sim) -> tuple[str, str, str]:
     intent = paid["data"]["object"]["payment_intent"]
     assert (await stored_session(payments, order)).status == "complete"
     return order, session_id, str(intent)
+
+
+async def inquire(payments: ServiceRig, order_id: str) -> Envelope:
+    """The saga's question at its payment deadline: what became of this order's payment?"""
+    return await payments.deliver(InquirePayment(order_id=order_id), correlation_id=order_id)
+
+
+async def inquiry_answers(payments: ServiceRig, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every payment outcome or PaymentPending emitted for the order, oldest first, as (type,
+    payload): whichever path emitted it (webhook, reconciler, inquiry)."""
+    emitted = await payments.emitted(correlation_id=order_id)
+    return [(e.type, e.payload) for e in emitted if e.type in INQUIRY_ANSWERS]

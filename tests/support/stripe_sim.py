@@ -13,11 +13,11 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import stripe
@@ -25,6 +25,9 @@ import stripe
 from simulators.stripe.app import create_app
 from simulators.stripe.config import DEFAULT_API_VERSION, SimConfig
 from tests.support.serving import loopback_socket, serving, url_of
+from tests.support.waiting import eventually
+
+T = TypeVar("T")
 
 API_KEY = "sk_test_sim_unit"
 WEBHOOK_SECRET = "whsec_unit_test_secret"
@@ -195,6 +198,28 @@ async def retrieve(sim: Sim, session_id: str) -> stripe.checkout.Session:
         return await sim.client(http_client=http).v1.checkout.sessions.retrieve_async(session_id)
     finally:
         await http.close_async()
+
+
+async def with_answer_held(
+    sim: Sim,
+    work: Coroutine[Any, Any, T],
+    *,
+    method: str,
+    path_prefix: str,
+    seconds: float = 1.0,
+) -> asyncio.Task[T]:
+    """Starts `work` with the simulator's answer to its next matching request held for
+    `seconds` after the simulator acted on it; returns (the task) once that answer is in
+    flight, so the test can change what Stripe holds before the caller reads the stale answer."""
+    rule = {"method": method, "path_prefix": path_prefix, "delay_seconds": seconds}
+    await sim.control("faults", {"timeout_after_commit": [rule]})
+    task = asyncio.create_task(work)
+
+    async def caught() -> bool:
+        return not (await sim.control("faults", {}))["timeout_after_commit"]
+
+    await eventually(caught, within=5.0)
+    return task
 
 
 def session_params(**overrides: Any) -> Any:
