@@ -203,11 +203,23 @@ def parse_seed_credits(spec: str) -> Mapping[str, int]:
     return seeds
 
 
-def checkout_expiry(requested: datetime, now: datetime) -> datetime:
-    """The requested session deadline moved into the window Stripe accepts."""
-    earliest = now + STRIPE_MIN_EXPIRY + EXPIRY_MARGIN
-    latest = now + STRIPE_MAX_EXPIRY - EXPIRY_MARGIN
-    return min(max(requested, earliest), latest)
+class PaymentWindowPassed(Exception):
+    """The session's expiry, fixed when the command was sent, is too close for Stripe now."""
+
+
+def checkout_expiry(requested: datetime, *, sent_at: datetime, now: datetime) -> datetime:
+    """The requested session deadline moved into the window Stripe accepts, reckoned from when
+    the command was sent, not from this delivery: a redelivery (after a Stripe timeout or an
+    outage) sends the very same `expires_at`, as one idempotency key needs one set of parameters.
+
+    Raises PaymentWindowPassed when that moment is no longer far enough ahead for Stripe (the
+    command waited so long that the shopper's window has mostly gone)."""
+    earliest = sent_at + STRIPE_MIN_EXPIRY + EXPIRY_MARGIN
+    latest = sent_at + STRIPE_MAX_EXPIRY - EXPIRY_MARGIN
+    expiry = min(max(requested, earliest), latest)
+    if expiry < now + STRIPE_MIN_EXPIRY:
+        raise PaymentWindowPassed(f"payment_window_passed: the session would expire at {expiry}")
+    return expiry
 
 
 def as_utc(moment: datetime) -> datetime:

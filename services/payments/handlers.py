@@ -21,6 +21,7 @@ from services.payments.domain import (
     InquiryRefused,
     InsufficientCredits,
     PaymentNotRefundable,
+    PaymentWindowPassed,
     RefundExceedsPayment,
     RefundKeyReused,
     SessionStatus,
@@ -181,11 +182,17 @@ async def _open_checkout(
             f"amount_mismatch: lines sum to {lines_total(msg.lines)}, total is {msg.amount_total}",
             transient=False,
         )
+    try:
+        expiry = checkout_expiry(
+            msg.expires_at, sent_at=ctx.envelope.created_at, now=datetime.now(UTC)
+        )
+    except PaymentWindowPassed as exc:
+        raise StripeCallFailed(str(exc), transient=False) from None
     return await gateway.create_checkout_session(
         order_id=msg.order_id,
         currency=msg.currency,
         lines=msg.lines,
-        expires_at=checkout_expiry(msg.expires_at, datetime.now(UTC)),
+        expires_at=expiry,
         success_url=checkout_url(settings.checkout_success_url, order_id=msg.order_id),
         cancel_url=checkout_url(settings.checkout_cancel_url, order_id=msg.order_id),
         metadata={"order_id": msg.order_id, "trace_id": ctx.trace_id},

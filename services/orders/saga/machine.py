@@ -494,31 +494,33 @@ def _refund_failed(
         refund_money=share.money,
         refund_credits=share.credits,
         refund_key=share.key,
+        refund_reason=reason,
         after_refund=final,
     )
     refunding = refunding.evolve(awaiting=_refund_replies(refunding))
     return Decision(
         _goto(refunding, Step.REFUNDING, now, timing),
-        (*extra, *_refund_commands(refunding, reason)),
+        (*extra, *_refund_commands(refunding)),
         changes=((state.status, f"{reason}; refunding their share"),),
     )
 
 
 def _refund_late_payment(state: SagaState, now: datetime, timing: Timing) -> Decision:
     """Money came in for an order being (or already) cancelled: it goes back, never lost."""
+    reason = "payment arrived after the order was cancelled; refunding it"
     refunding = state.evolve(
         refund_money=state.amount_paid,
         refund_credits=0,
         refund_key="late-payment",
+        refund_reason=reason,
         after_refund=OrderStatus.REFUNDED,
         awaiting=(*state.awaiting, c.PaymentRefunded.TYPE),
     )
-    reason = "payment arrived after the order was cancelled; refunding it"
     # A compensation still in progress keeps its step and also waits for the refund.
     step = Step.COMPENSATING if state.step is Step.COMPENSATING else Step.REFUNDING
     return Decision(
         _goto(refunding, step, now, timing),
-        _refund_commands(refunding, reason),
+        _refund_commands(refunding),
         changes=((state.status, reason),),
     )
 
@@ -534,10 +536,11 @@ def _refund_mismatched_payment(
         refund_money=state.amount_paid,
         refund_credits=0,
         refund_key="amount-mismatch",
+        refund_reason=reason,
         after_refund=OrderStatus.REFUNDED,
         cancel_reason=reason,
     )
-    send = list(_refund_commands(refunding, reason))
+    send = list(_refund_commands(refunding))
     awaiting = list(_refund_replies(refunding))
     # A payment is only asked for once the job exists, so there is always one to cancel.
     send.append(c.CancelJob(order_id=state.order_id, reason=reason))
@@ -561,8 +564,11 @@ def _refund_replies(state: SagaState) -> tuple[str, ...]:
     return tuple(replies)
 
 
-def _refund_commands(state: SagaState, reason: str) -> tuple[Contract, ...]:
+def _refund_commands(state: SagaState) -> tuple[Contract, ...]:
+    """The refunds decided, always with the same key *and* parameters: a re-send that differed
+    (another reason in Stripe's metadata) would be refused by Stripe as an idempotency error."""
     key = state.refund_key or "refund"
+    reason = state.refund_reason or "refund"
     commands: list[Contract] = []
     if state.refund_money > 0:
         commands.append(
@@ -585,9 +591,7 @@ def _refund_commands(state: SagaState, reason: str) -> tuple[Contract, ...]:
 
 def _owed(state: SagaState) -> tuple[Contract, ...]:
     """The commands whose replies the saga still awaits, sent again after a deadline."""
-    owed: list[Contract] = [
-        m for m in _refund_commands(state, "refund retried") if _reply_of(m) in state.awaiting
-    ]
+    owed: list[Contract] = [m for m in _refund_commands(state) if _reply_of(m) in state.awaiting]
     if c.JobCancelled.TYPE in state.awaiting:
         owed.append(c.CancelJob(order_id=state.order_id, reason=state.cancel_reason or "cancelled"))
     if c.CreditsReleased.TYPE in state.awaiting:

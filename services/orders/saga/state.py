@@ -98,6 +98,8 @@ class SagaState(BaseModel):
     refund_money: int = 0
     refund_credits: int = 0
     refund_key: str | None = None
+    # Why the refund was decided; sent unchanged with every re-send of it.
+    refund_reason: str | None = None
     # The status the order takes once the refunds in flight are confirmed.
     after_refund: OrderStatus | None = None
     # What payments last said of a payment that has no outcome yet ("open", "processing").

@@ -568,7 +568,11 @@ def test_a_mismatched_refund_still_owed_at_its_deadline_is_sent_again() -> None:
     later = on_deadline(state, now=state.deadline or NOW, timing=TIMING)
     assert types(later.send) == ["RefundPayment", "CancelJob"]
     assert later.send[0] == c.RefundPayment(
-        order_id="order-1", refund_key="amount-mismatch", amount=1, reason="refund retried"
+        order_id="order-1",
+        refund_key="amount-mismatch",
+        amount=1,
+        # The same parameters as the first time: Stripe refuses a key reused with others.
+        reason="amount_mismatch: paid 1 EUR, expected 3000 EUR",
     )
 
 

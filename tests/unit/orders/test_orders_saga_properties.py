@@ -231,6 +231,9 @@ def test_invariants_hold_for_any_sequence_of_replies_deadlines_and_cancels(
                 assert any(isinstance(r, c.CreditsCaptured) for r in received)
         # Money refunded never exceeds money paid, per refund key at most once in amount (inv. 2).
         by_key = {m.refund_key: m.amount for m in sent if isinstance(m, c.RefundPayment)}
+        # One set of parameters per refund key: Stripe refuses a key reused with others.
+        refunds = [m for m in sent if isinstance(m, c.RefundPayment | c.RefundCredits)]
+        assert len({(type(m), m.refund_key) for m in refunds}) == len(set(refunds))
         charged = max((r.amount for r in received if isinstance(r, c.PaymentSucceeded)), default=0)
         assert sum(by_key.values()) <= charged
         if by_key:

@@ -17,6 +17,7 @@ from services.payments.domain import (
     CaptureExceedsReservation,
     InsufficientCredits,
     InvalidSeed,
+    PaymentWindowPassed,
     Posting,
     account_balances,
     balances_from_entries,
@@ -197,15 +198,31 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def test_a_deadline_inside_stripes_window_is_kept() -> None:
-    assert checkout_expiry(NOW + timedelta(hours=2), NOW) == NOW + timedelta(hours=2)
+    assert checkout_expiry(NOW + timedelta(hours=2), sent_at=NOW, now=NOW) == NOW + timedelta(
+        hours=2
+    )
 
 
 def test_a_deadline_outside_stripes_window_is_moved_inside_it() -> None:
-    soon = checkout_expiry(NOW + timedelta(minutes=5), NOW)
-    late = checkout_expiry(NOW + timedelta(days=3), NOW)
+    soon = checkout_expiry(NOW + timedelta(minutes=5), sent_at=NOW, now=NOW)
+    late = checkout_expiry(NOW + timedelta(days=3), sent_at=NOW, now=NOW)
 
     assert timedelta(minutes=30) < soon - NOW <= timedelta(minutes=35)
     assert timedelta(hours=23, minutes=55) <= late - NOW < timedelta(hours=24)
+
+
+def test_a_redelivery_minutes_later_asks_stripe_for_the_same_expiry() -> None:
+    # Before: the window was reckoned from each delivery, so a redelivery after a Stripe
+    # timeout sent another expires_at under the same idempotency key (Stripe: 400).
+    requested = NOW + timedelta(minutes=5)  # moved into Stripe's window: the clamp applies
+    first = checkout_expiry(requested, sent_at=NOW, now=NOW)
+    again = checkout_expiry(requested, sent_at=NOW, now=NOW + timedelta(seconds=90))
+    assert first == again
+
+
+def test_a_command_delivered_after_most_of_its_window_cannot_open_a_session() -> None:
+    with pytest.raises(PaymentWindowPassed):
+        checkout_expiry(NOW + timedelta(hours=1), sent_at=NOW, now=NOW + timedelta(minutes=45))
 
 
 def test_checkout_urls_get_the_order_id_and_keep_stripes_placeholder() -> None:
