@@ -29,6 +29,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.PaymentExpired,
         c.PaymentPending,
         c.PaymentRefunded,
+        c.RefundFailed,
         c.OrderProvisioned,
         c.OrderProvisionedV2,
         c.ProvisioningFailed,

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from services.orders import repository
 from services.orders.deps import OrdersRuntime
 from services.orders.models import Order, SagaInstance
-from services.orders.saga.machine import cancel
-from services.orders.saga.runner import SagaNotFound, emit_from, run_saga
+from services.orders.saga.machine import cancel, record_refund_elsewhere, retry_refund
+from services.orders.saga.runner import Decide, SagaNotFound, emit_from, run_saga
 from services.orders.saga.state import NEEDS_ATTENTION, Step
 from services.orders.saga.store import state_of
 from shared.auth import Operator, Principal, Shopper, may_see
@@ -23,6 +24,7 @@ from shared.runtime import runtime_of
 
 router = APIRouter(tags=["orders"])
 Runtime = Annotated[OrdersRuntime, Depends(runtime_of)]
+log = logging.getLogger("services.orders.api")
 
 
 class LineOut(BaseModel):
@@ -132,6 +134,65 @@ async def cancel_order(order_id: str, principal: Shopper, runtime: Runtime) -> O
     else:
         raise ApiError(409, "order_busy", "the order is changing right now; try again")
     return await get_order(order_id, principal, runtime)
+
+
+class OperatorReason(BaseModel):
+    """Why an operator acts; recorded on the order with who did it."""
+
+    reason: str = Field(min_length=3, max_length=500)
+
+
+async def _operator_move(
+    order_id: str, operator: Principal, runtime: OrdersRuntime, decide: Decide, refused: str
+) -> OrderOut:
+    """Moves the saga by an operator's decision; 409 `refused` when it does not apply."""
+    async with runtime.transaction() as db:
+        try:
+            decision = await run_saga(
+                db, order_id, decide, emit=emit_from(db, runtime.outbox, saga_id=order_id)
+            )
+        except SagaNotFound:
+            raise not_found("order") from None
+        if decision is None:
+            raise ApiError(409, refused, "the order has no failed refund")
+    log.info("operator %s acted on order %s", operator.user_id, order_id)
+    async with runtime.sessionmaker() as db:
+        order = await repository.order_with_details(db, order_id)
+    if order is None:
+        raise not_found("order")
+    return OrderOut.of(order)
+
+
+@router.post("/operator/orders/{order_id}/refund/retry", response_model=OrderOut)
+async def retry_failed_refund(
+    order_id: str, body: OperatorReason, operator: Operator, runtime: Runtime
+) -> OrderOut:
+    """Tries a failed money refund again, as a new refund; 409 `refund_not_failed` otherwise."""
+    timing = runtime.deps.timing
+    why = f"{body.reason} (by {operator.user_id})"
+    return await _operator_move(
+        order_id,
+        operator,
+        runtime,
+        lambda state, now: retry_refund(state, reason=why, now=now, timing=timing),
+        "refund_not_failed",
+    )
+
+
+@router.post("/operator/orders/{order_id}/refund/recorded", response_model=OrderOut)
+async def record_refund_made_elsewhere(
+    order_id: str, body: OperatorReason, operator: Operator, runtime: Runtime
+) -> OrderOut:
+    """Records that the shopper was paid back outside the app; 409 `refund_not_failed` unless
+    the order's refund failed."""
+    why = f"{body.reason} (by {operator.user_id})"
+    return await _operator_move(
+        order_id,
+        operator,
+        runtime,
+        lambda state, now: record_refund_elsewhere(state, reason=why),
+        "refund_not_failed",
+    )
 
 
 class StuckSagaOut(BaseModel):

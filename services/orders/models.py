@@ -39,6 +39,7 @@ ORDER_STATUSES = (
     "compensating",
     "cancelled",
     "refunded",
+    "refund_failed",
 )
 _status_check = "status IN (" + ", ".join(f"'{s}'" for s in ORDER_STATUSES) + ")"
 

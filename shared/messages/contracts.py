@@ -306,6 +306,22 @@ class PaymentRefunded(Event):
     amount: int
 
 
+class RefundFailed(Event):
+    """A refund that will not reach the shopper: Stripe rejected it (`rejected`), or it failed or
+    was canceled after Stripe accepted it (`failed` / `canceled`, possibly days after a
+    `PaymentRefunded`). The order shows it; an operator retries or records a refund made
+    elsewhere. Never retried blindly: the reason usually needs a human (a closed card, a
+    dispute, money already returned in the Dashboard)."""
+
+    TYPE = "payments.refund_failed"
+
+    order_id: str
+    refund_key: str
+    amount: int
+    status: Literal["rejected", "failed", "canceled"]
+    reason: str
+
+
 # --- orders -> provisioning ------------------------------------------------------------------
 
 

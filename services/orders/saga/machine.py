@@ -65,6 +65,44 @@ def cancel(state: SagaState, *, reason: str, now: datetime, timing: Timing) -> D
     return _compensate(state, reason, now, timing, uncertain=True)
 
 
+def retry_refund(
+    state: SagaState, *, reason: str, now: datetime, timing: Timing
+) -> Decision | None:
+    """An operator tries a failed money refund again, as a new refund under its own key (the
+    failed one's key is spent at Stripe); None unless the order is `refund_failed`."""
+    if state.status is not OrderStatus.REFUND_FAILED or state.step is not Step.DONE:
+        return None
+    retries = state.refund_retries + 1
+    retrying = state.evolve(
+        refund_key=f"{state.refund_key}-retry{retries}",
+        refund_retries=retries,
+        refund_failed=None,
+        awaiting=(c.PaymentRefunded.TYPE,),
+    )
+    refund = c.RefundPayment(
+        order_id=state.order_id,
+        refund_key=retrying.refund_key or "",
+        amount=state.refund_money,
+        reason=state.refund_reason or "refund",
+    )
+    return Decision(
+        _goto(retrying, Step.REFUNDING, now, timing),
+        (refund,),
+        changes=((state.status, f"refund retried by an operator: {reason}"),),
+    )
+
+
+def record_refund_elsewhere(state: SagaState, *, reason: str) -> Decision | None:
+    """An operator records that the shopper was paid back outside this app (the Dashboard, a
+    bank transfer): the order takes the status the refund would have given it. None unless the
+    order is `refund_failed`."""
+    if state.status is not OrderStatus.REFUND_FAILED or state.step is not Step.DONE:
+        return None
+    final = state.after_refund or OrderStatus.REFUNDED
+    settled = state.evolve(status=final, refund_failed=None)
+    return Decision(settled, changes=((final, f"refund made outside the app: {reason}"),))
+
+
 def on_deadline(state: SagaState, *, now: datetime, timing: Timing) -> Decision:
     """The current step's reply did not come in time.
 
@@ -344,6 +382,30 @@ def _on_job_cancelled(
     return _refund_failed(state.evolve(results=()), failed, why, now, timing)
 
 
+def _on_refund_failed(
+    state: SagaState, r: c.RefundFailed, now: datetime, timing: Timing
+) -> Decision:
+    """The money refund will not reach the shopper. While refunding, it is no longer awaited and
+    the order ends `refund_failed` once nothing else is; after the order ended (a refund that
+    failed days after Stripe accepted it), the order moves to `refund_failed`."""
+    if state.refund_failed is not None or r.refund_key != state.refund_key:
+        return _ignore(state)  # a second copy, or about a refund this order did not ask for
+    currency = state.currency_paid or state.currency
+    why = f"refund of {r.amount} {currency} {r.status}: {r.reason}"
+    failed = state.evolve(refund_failed=why)
+    if state.step is Step.DONE:
+        return Decision(
+            failed.evolve(status=OrderStatus.REFUND_FAILED),
+            changes=((OrderStatus.REFUND_FAILED, why),),
+        )
+    if state.step not in (Step.COMPENSATING, Step.REFUNDING):
+        return _ignore(state)
+    waiting = tuple(t for t in state.awaiting if t != c.PaymentRefunded.TYPE)
+    if waiting:
+        return Decision(failed.evolve(awaiting=waiting), changes=((state.status, why),))
+    return _finish(failed.evolve(awaiting=()), OrderStatus.REFUND_FAILED, why)
+
+
 def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) -> Decision:
     """A compensation or refund confirmed; once nothing is owed, the order reaches its end."""
     if state.step not in (Step.COMPENSATING, Step.REFUNDING) or r.TYPE not in state.awaiting:
@@ -354,6 +416,8 @@ def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) ->
     done = state.evolve(awaiting=())
     if state.step is Step.COMPENSATING and state.refund_money == 0:
         return _cancel(done, state.cancel_reason or "compensated")
+    if state.refund_failed is not None:
+        return _finish(done, OrderStatus.REFUND_FAILED, state.refund_failed)
     final = state.after_refund or OrderStatus.REFUNDED
     currency = state.currency_paid or state.currency
     refunded = f"refunded {state.refund_money} {currency} and {state.refund_credits} credits"
@@ -381,6 +445,7 @@ _REACTIONS: dict[type[Contract], Reaction] = {
     c.JobCancelled: _on_job_cancelled,
     c.PaymentRefunded: _on_awaited,
     c.CreditsRefunded: _on_awaited,
+    c.RefundFailed: _on_refund_failed,
 }
 
 REPLY_TYPES: tuple[type[Contract], ...] = tuple(_REACTIONS)
@@ -607,10 +672,13 @@ def _reply_of(command: Contract) -> str:
 
 def _finish(state: SagaState, status: OrderStatus, reason: str) -> Decision:
     done = state.evolve(step=Step.DONE, status=status, deadline=None)
+    # The cart hears how the order ended for the shopper's goods: a refund that failed ends it
+    # as the refund would have.
+    delivered = status if status is not OrderStatus.REFUND_FAILED else state.after_refund
     outcome: Contract
-    if status in (OrderStatus.COMPLETED, OrderStatus.PARTIALLY_COMPLETED):
+    if delivered is OrderStatus.COMPLETED or delivered is OrderStatus.PARTIALLY_COMPLETED:
         outcome = c.OrderCompleted(
-            order_id=state.order_id, cart_id=state.cart_id, status=status.value
+            order_id=state.order_id, cart_id=state.cart_id, status=delivered.value
         )
     else:
         outcome = c.OrderCancelled(order_id=state.order_id, cart_id=state.cart_id, reason=reason)

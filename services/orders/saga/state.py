@@ -38,6 +38,10 @@ class OrderStatus(StrEnum):
     COMPENSATING = "compensating"
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
+    # A refund Stripe rejected, or that failed after it was accepted: the saga is over, the
+    # shopper is owed money, and only an operator moves it on (retry it, or record a refund
+    # made elsewhere).
+    REFUND_FAILED = "refund_failed"
 
 
 TERMINAL = frozenset(
@@ -46,6 +50,7 @@ TERMINAL = frozenset(
         OrderStatus.PARTIALLY_COMPLETED,
         OrderStatus.CANCELLED,
         OrderStatus.REFUNDED,
+        OrderStatus.REFUND_FAILED,
     }
 )
 
@@ -100,6 +105,10 @@ class SagaState(BaseModel):
     refund_key: str | None = None
     # Why the refund was decided; sent unchanged with every re-send of it.
     refund_reason: str | None = None
+    # Why the money refund will not reach the shopper (Stripe's answer); None while it may.
+    refund_failed: str | None = None
+    # Refunds retried by an operator after a failure: each retry is a new refund (a new key).
+    refund_retries: int = 0
     # The status the order takes once the refunds in flight are confirmed.
     after_refund: OrderStatus | None = None
     # What payments last said of a payment that has no outcome yet ("open", "processing").

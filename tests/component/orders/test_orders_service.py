@@ -136,9 +136,8 @@ async def test_a_saga_whose_owner_keeps_silent_is_listed_for_operators_with_its_
     assert next_question > datetime.now(UTC)
 
 
-async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_completes(
-    orders: ServiceRig,
-) -> None:
+async def card_order_awaiting_payment(orders: ServiceRig, order_id: str) -> None:
+    """A 30 EUR card order (one server) whose payment session is open."""
     card = c.CheckoutLine(
         line_no=1,
         item_id="srv-s",
@@ -148,11 +147,10 @@ async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_com
         unit_price=3000,
         paid_with="money",
     )
-    order_id = "o-4"
     await orders.deliver(
         c.CheckoutRequested(
             checkout_id=order_id,
-            cart_id="cart-4",
+            cart_id=f"cart-{order_id}",
             user_id="alice",
             currency="EUR",
             lines=(card,),
@@ -162,10 +160,20 @@ async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_com
         correlation_id=order_id,
     )
     for reply in (
-        c.JobCreated(order_id=order_id, job_id="job-4"),
+        c.JobCreated(order_id=order_id, job_id=f"job-{order_id}"),
         c.PaymentSessionCreated(
             order_id=order_id, session_id="cs_4", url="u", expires_at=datetime.now(UTC)
         ),
+    ):
+        await orders.deliver(reply, correlation_id=order_id)
+
+
+async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_completes(
+    orders: ServiceRig,
+) -> None:
+    order_id = "o-4"
+    await card_order_awaiting_payment(orders, order_id)
+    for reply in (
         # Stripe reports what was really paid: 1 cent of a 30 EUR order.
         c.PaymentSucceeded(
             order_id=order_id, session_id="cs_4", payment_intent_id="pi_4", amount=1, currency="eur"
@@ -189,3 +197,78 @@ async def test_a_payment_of_the_wrong_amount_is_refunded_and_the_order_never_com
     assert ("compensating", "amount_mismatch: paid 1 EUR, expected 3000 EUR") in reasons
     assert "completed" not in [status for status, _ in reasons]
     assert len(await orders.emitted(c.OrderCancelled.TYPE, correlation_id=order_id)) == 1
+
+
+async def test_an_operator_sees_a_failed_refund_and_retries_it_or_records_one_made_elsewhere(
+    orders: ServiceRig,
+) -> None:
+    operator, alice = as_user("ops", operator=True), as_user("alice")
+    for order_id in ("o-6", "o-7"):
+        await card_order_awaiting_payment(orders, order_id)
+        for reply in (
+            c.PaymentSucceeded(
+                order_id=order_id,
+                session_id="cs_4",
+                payment_intent_id="pi",
+                amount=3000,
+                currency="eur",
+            ),
+            c.ProvisioningFailed(order_id=order_id, reason="panel_down"),
+        ):
+            await orders.deliver(reply, correlation_id=order_id)
+        [refund] = await orders.emitted(c.RefundPayment.TYPE, correlation_id=order_id)
+        key = refund.payload["refund_key"]
+        refused = await orders.http.post(
+            f"/operator/orders/{order_id}/refund/retry", json={"reason": "t"}, headers=operator
+        )
+        assert refused.status_code == 422  # a reason of three characters at least
+        refused = await orders.http.post(
+            f"/operator/orders/{order_id}/refund/retry",
+            json={"reason": "too early"},
+            headers=operator,
+        )
+        assert (refused.status_code, refused.json()["code"]) == (409, "refund_not_failed")
+        await orders.deliver(
+            c.RefundFailed(
+                order_id=order_id,
+                refund_key=key,
+                amount=3000,
+                status="rejected",
+                reason="lost_card",
+            ),
+            correlation_id=order_id,
+        )
+        shown = (await orders.http.get(f"/orders/{order_id}", headers=alice)).json()
+        assert shown["status"] == "refund_failed"
+        assert shown["status_reason"] == "refund of 3000 EUR rejected: lost_card"
+
+    forbidden = await orders.http.post(
+        "/operator/orders/o-6/refund/retry", json={"reason": "new card"}, headers=alice
+    )
+    assert forbidden.status_code == 403
+    retried = await orders.http.post(
+        "/operator/orders/o-6/refund/retry", json={"reason": "new card"}, headers=operator
+    )
+    assert retried.status_code == 200, retried.text
+    assert (
+        retried.json()["history"][-1]["reason"]
+        == "refund retried by an operator: new card (by ops)"
+    )
+    again = await orders.emitted(c.RefundPayment.TYPE, correlation_id="o-6")
+    assert [m.payload["refund_key"] for m in again] == [key, f"{key}-retry1"]
+    await orders.deliver(
+        c.PaymentRefunded(order_id="o-6", refund_key=f"{key}-retry1", amount=3000),
+        correlation_id="o-6",
+    )
+    assert (await orders.http.get("/orders/o-6", headers=alice)).json()["status"] == "refunded"
+
+    recorded = await orders.http.post(
+        "/operator/orders/o-7/refund/recorded",
+        json={"reason": "paid back by bank transfer"},
+        headers=operator,
+    )
+    assert recorded.status_code == 200, recorded.text
+    assert recorded.json()["status"] == "refunded"
+    assert recorded.json()["status_reason"] == (
+        "refund made outside the app: paid back by bank transfer (by ops)"
+    )

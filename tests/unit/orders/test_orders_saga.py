@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.saga.machine import cancel, on_deadline, react, start
+from services.orders.saga.machine import (
+    cancel,
+    on_deadline,
+    react,
+    record_refund_elsewhere,
+    retry_refund,
+    start,
+)
 from services.orders.saga.state import OrderStatus, SagaState, Step, Timing
 from shared.messages import Contract
 from shared.messages import contracts as c
@@ -683,3 +690,93 @@ def test_payments_answering_pending_keeps_the_order_waiting_and_asks_again_later
     assert decision.state.status is OrderStatus.AWAITING_PAYMENT
     assert decision.changes and "processing" in decision.changes[0][1]
     assert decision.state.deadline is not None and asked_at is not None
+
+
+# --- refunds that do not reach the shopper -----------------------------------------------------
+
+
+def refunding_order() -> SagaState:
+    """A paid card order nothing of which could be provisioned: its refund is in flight."""
+    state, sent = run(
+        provisioning_card_order(), c.ProvisioningFailed(order_id="order-1", reason="panel down")
+    )
+    assert types(sent) == ["RefundPayment"] and state.step is Step.REFUNDING
+    return state
+
+
+def refund_failed(state: SagaState, status: str = "rejected") -> c.RefundFailed:
+    return c.RefundFailed(
+        order_id="order-1",
+        refund_key=state.refund_key or "",
+        amount=state.refund_money,
+        status=status,  # type: ignore[arg-type]
+        reason="charge_disputed",
+    )
+
+
+def test_a_rejected_refund_ends_the_order_refund_failed_with_stripes_reason() -> None:
+    # Before: the rejection was retried and re-sent at every refunding deadline, for ever.
+    state = refunding_order()
+    state, sent = run(state, refund_failed(state))
+    assert state.status is OrderStatus.REFUND_FAILED and state.step is Step.DONE
+    assert state.refund_failed == "refund of 3000 EUR rejected: charge_disputed"
+    # The cart hears how the order ended for the goods: nothing delivered, cancelled.
+    assert types(sent) == ["OrderCancelled"]
+    assert on_deadline(state, now=NOW + timedelta(days=1), timing=TIMING).ignored
+
+
+def test_a_refund_that_fails_days_after_it_was_accepted_moves_the_ended_order() -> None:
+    state = refunding_order()
+    key = state.refund_key or ""
+    state, _ = run(state, c.PaymentRefunded(order_id="order-1", refund_key=key, amount=3000))
+    assert state.status is OrderStatus.REFUNDED
+    decision = react(state, refund_failed(state, "failed"), now=NOW, timing=TIMING)
+    assert decision.send == ()
+    assert decision.state.status is OrderStatus.REFUND_FAILED
+    assert decision.changes == (
+        (OrderStatus.REFUND_FAILED, "refund of 3000 EUR failed: charge_disputed"),
+    )
+    # A second copy of the failure changes nothing.
+    assert react(decision.state, refund_failed(state, "failed"), now=NOW, timing=TIMING).ignored
+
+
+def test_a_failure_of_a_refund_this_order_did_not_ask_for_is_ignored() -> None:
+    state = refunding_order()
+    other = refund_failed(state).model_copy(update={"refund_key": "someone-else"})
+    assert react(state, other, now=NOW, timing=TIMING).ignored
+
+
+def test_an_operator_retries_a_failed_refund_as_a_new_refund_and_it_completes() -> None:
+    state = refunding_order()
+    first_key = state.refund_key
+    state, _ = run(state, refund_failed(state))
+    decision = retry_refund(state, reason="card reissued", now=NOW, timing=TIMING)
+    assert decision is not None
+    [refund] = decision.send
+    assert isinstance(refund, c.RefundPayment)
+    assert refund.refund_key == f"{first_key}-retry1" and refund.amount == 3000
+    assert decision.changes == (
+        (OrderStatus.REFUND_FAILED, "refund retried by an operator: card reissued"),
+    )
+    state, sent = run(
+        decision.state,
+        c.PaymentRefunded(order_id="order-1", refund_key=refund.refund_key, amount=3000),
+    )
+    assert state.status is OrderStatus.REFUNDED and types(sent) == ["OrderCancelled"]
+
+
+def test_an_operator_records_a_refund_made_elsewhere() -> None:
+    state = refunding_order()
+    state, _ = run(state, refund_failed(state))
+    decision = record_refund_elsewhere(state, reason="bank transfer 2026-11-25")
+    assert decision is not None and decision.send == ()
+    assert decision.state.status is OrderStatus.REFUNDED
+    assert decision.changes == (
+        (OrderStatus.REFUNDED, "refund made outside the app: bank transfer 2026-11-25"),
+    )
+
+
+def test_refund_actions_are_refused_unless_a_refund_failed() -> None:
+    state = refunding_order()
+    assert retry_refund(state, reason="x", now=NOW, timing=TIMING) is None
+    assert record_refund_elsewhere(state, reason="x") is None

@@ -121,6 +121,8 @@ def replies(checkout: c.CheckoutRequested) -> list[Contract]:
         ),
         # Payments' answer to an inquiry while the money is still on its way.
         c.PaymentPending(order_id=ORDER, session_id="cs", status="processing"),
+        # A money refund Stripe rejected, or that failed after it was accepted.
+        c.RefundFailed(order_id=ORDER, refund_key="k", amount=1, status="failed", reason="x"),
     ]
 
 
@@ -158,7 +160,7 @@ actions = st.lists(
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
         st.tuples(st.just("progress"), st.integers(min_value=0, max_value=3)),
-        st.tuples(st.just("reply"), st.integers(min_value=0, max_value=19)),
+        st.tuples(st.just("reply"), st.integers(min_value=0, max_value=20)),
         st.tuples(st.just("deadline"), st.just(0)),
         st.tuples(st.just("cancel"), st.just(0)),
     ),
@@ -187,7 +189,8 @@ def test_invariants_hold_for_any_sequence_of_replies_deadlines_and_cancels(
             if chosen is None:
                 continue
             reply = chosen
-            if isinstance(reply, c.PaymentRefunded | c.CreditsRefunded) and state.refund_key:
+            refund_reply = c.PaymentRefunded | c.CreditsRefunded | c.RefundFailed
+            if isinstance(reply, refund_reply) and state.refund_key:
                 # Refund replies name the refund the saga asked for.
                 reply = reply.model_copy(update={"refund_key": state.refund_key})
             received.append(reply)
@@ -255,6 +258,10 @@ def test_invariants_hold_for_any_sequence_of_replies_deadlines_and_cancels(
             assert (before, after) in {
                 (OrderStatus.CANCELLED, OrderStatus.CANCELLED),
                 (OrderStatus.CANCELLED, OrderStatus.REFUNDED),
+                # A refund that fails after it was accepted reopens nothing but the money state.
+                (OrderStatus.REFUNDED, OrderStatus.REFUND_FAILED),
+                (OrderStatus.PARTIALLY_COMPLETED, OrderStatus.REFUND_FAILED),
+                (OrderStatus.CANCELLED, OrderStatus.REFUND_FAILED),
             }, statuses
     # Every paid order that is done is completed, partially completed with refunds, or refunded.
     event(f"final: {state.step}/{state.status}, paid={bool(state.amount_paid)}")
@@ -263,6 +270,9 @@ def test_invariants_hold_for_any_sequence_of_replies_deadlines_and_cancels(
             OrderStatus.COMPLETED,
             OrderStatus.PARTIALLY_COMPLETED,
             OrderStatus.REFUNDED,
+            OrderStatus.REFUND_FAILED,
         }
+        if state.status is OrderStatus.REFUND_FAILED:
+            assert state.refund_failed and any(isinstance(r, c.RefundFailed) for r in received)
         if state.status is OrderStatus.REFUNDED:
             assert sum(by_key.values()) == state.amount_paid
