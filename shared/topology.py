@@ -34,7 +34,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.ProvisioningFailed,
     ),
     c.PAYMENTS: (),
-    c.PROVISIONING: (),
+    c.PROVISIONING: (c.CreditsGranted,),
 }
 
 
