@@ -128,6 +128,10 @@ class Stack:
             )
         if service == "provisioning":
             env["PROVISIONING_PANEL_URL"] = self.url("panel_sim")
+            # A credit grant payments has not confirmed is sent again within a chaos run, not
+            # after the default's 15 minutes.
+            env["PROVISIONING_GRANT_RESEND_AFTER_SECONDS"] = "20"
+            env["PROVISIONING_GRANT_RESEND_POLL_SECONDS"] = "5"
         return env
 
     def prepare(self) -> None:

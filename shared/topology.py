@@ -35,7 +35,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.ProvisioningFailed,
     ),
     c.PAYMENTS: (),
-    c.PROVISIONING: (),
+    c.PROVISIONING: (c.CreditsGranted,),
 }
 
 

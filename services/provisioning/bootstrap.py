@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from services.provisioning.api import router
+from services.provisioning.deps import ProvisioningDeps, ProvisioningRuntime
+from services.provisioning.domain import ResendTiming
+from services.provisioning.grant_resender import grant_resender
 from services.provisioning.handlers import APPLIED_ALONE, build_handlers
 from services.provisioning.http_provisioner import ServerPanelProvisioner
 from services.provisioning.models import Base, inbox, outbox
@@ -22,12 +26,14 @@ from shared.runtime import ServiceRuntime, ServiceSpec
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def build_provisioners(settings: ProvisioningSettings) -> Provisioners:
+def build_provisioners(
+    settings: ProvisioningSettings, *, grant_resend: ResendTiming
+) -> Provisioners:
     """The provisioner of each item kind; a kind missing here fails with "no provisioner"."""
     return {
         "session_package": SessionPackageProvisioner(),
         "service_job": ServiceJobProvisioner(lead_hours=settings.service_job_lead_hours),
-        "credit_pack": CreditPackProvisioner(),
+        "credit_pack": CreditPackProvisioner(resend=grant_resend),
         "server_plan": ServerPanelProvisioner(
             base_url=settings.panel_url,
             timeout_seconds=settings.panel_timeout_seconds,
@@ -44,11 +50,17 @@ def build(
     bus: Bus | None = None,
     auto_migrate: bool = False,
     provisioners: Provisioners | None = None,
-) -> ServiceRuntime:
+) -> ProvisioningRuntime:
     settings = settings or ProvisioningSettings()
-    owned = build_provisioners(settings) if provisioners is None else None
+    grant_resend = ResendTiming(
+        first=timedelta(seconds=settings.grant_resend_after_seconds),
+        cap=timedelta(seconds=settings.grant_resend_max_seconds),
+    )
+    owned = (
+        build_provisioners(settings, grant_resend=grant_resend) if provisioners is None else None
+    )
 
-    async def close_provisioners(_runtime: ServiceRuntime) -> None:
+    async def close_provisioners(_runtime: ProvisioningRuntime) -> None:
         for provisioner in (owned or {}).values():
             if isinstance(provisioner, ServerPanelProvisioner):
                 await provisioner.aclose()
@@ -56,7 +68,7 @@ def build(
     spec = ServiceSpec(
         name=PROVISIONING,
         settings=settings,
-        deps=None,
+        deps=ProvisioningDeps(grant_resend=grant_resend),
         metadata=Base.metadata,
         migrations_dir=MIGRATIONS,
         outbox_table=outbox,
@@ -64,6 +76,7 @@ def build(
         apply_alone=APPLIED_ALONE,
         handlers=build_handlers(owned if owned is not None else provisioners or {}),
         routers=(router,),
+        background=(grant_resender,),
         # Provisioners passed in belong to the caller, who closes them.
         on_shutdown=close_provisioners,
     )

@@ -1,11 +1,12 @@
 """Rules of a fulfilment job: which lines make a valid job, what its status is given the outcome
-of each item, and which transitions are allowed. Pure: no I/O."""
+of each item, and which transitions are allowed; and when an unconfirmed credit grant is sent
+again. Pure: no I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.messages.contracts import CheckoutLine
@@ -146,3 +147,35 @@ def due_at_for(item_due_times: Iterable[datetime | None]) -> datetime | None:
     """The job is due when its earliest scheduled item is due."""
     times = [t for t in item_due_times if t is not None]
     return min(times) if times else None
+
+
+def resend_wait(sends: int, *, first: timedelta, cap: timedelta) -> timedelta:
+    """How long a credit grant sent `sends` times waits for payments' CreditsGranted before it is
+    sent again: `first` after the first send, doubling with each further one, at most `cap`.
+
+    Doubling keeps a grant payments cannot take for hours (its database down) from flooding its
+    queue; the cap keeps the wait for a grant lost for good bounded."""
+    if sends < 1:
+        raise ValueError(f"a grant is sent at least once, not {sends} times")
+    if first <= timedelta(0):
+        raise ValueError(f"the first wait must be positive, not {first}")
+    wait = first
+    # Doubled step by step, stopping at the cap: 2 ** sends would overflow timedelta for a grant
+    # that has been sent very many times.
+    for _ in range(sends - 1):
+        if wait >= cap:
+            break
+        wait *= 2
+    return min(wait, cap)
+
+
+@dataclass(frozen=True)
+class ResendTiming:
+    """When an unconfirmed credit grant is sent again; bootstrap builds it from the settings."""
+
+    first: timedelta = timedelta(minutes=15)
+    cap: timedelta = timedelta(hours=6)
+
+    def next_send_at(self, *, sends: int, sent_at: datetime) -> datetime:
+        """When a grant sent for the `sends`-th time at `sent_at` is due again."""
+        return sent_at + resend_wait(sends, first=self.first, cap=self.cap)

@@ -79,6 +79,12 @@ async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
     await ctx.emit(c.JobCancelled(order_id=msg.order_id))
 
 
+async def handle_credits_granted(ctx: MessageContext, msg: c.CreditsGranted) -> None:
+    """Payments applied a grant (or answered one sent again): it is not sent any more. Grants
+    this service never sent (an operator's, through payments' API) match no row: ignored."""
+    await repository.confirm_grant(ctx.db, grant_id=msg.grant_id, now=_now())
+
+
 async def _provision_job(
     job: StoredJob, provisioners: Provisioners, pctx: ProvisionContext
 ) -> StoredJob:
@@ -160,4 +166,5 @@ def build_handlers(provisioners: Provisioners) -> Mapping[type[Contract], Handle
         c.CreateJob: handle_create_job,
         c.ProvisionOrder: functools.partial(handle_provision_order, provisioners=provisioners),
         c.CancelJob: handle_cancel_job,
+        c.CreditsGranted: handle_credits_granted,
     }

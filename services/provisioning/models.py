@@ -10,12 +10,14 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -129,6 +131,39 @@ class Entitlement(Base):
     item_id: Mapped[str] = mapped_column(String(64))
     sessions: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CreditGrant(Base):
+    """A credit grant sent to payments (GrantCredits), kept until payments confirms it
+    (CreditsGranted); while unconfirmed it is sent again at `next_send_at` (grant_resender.py)."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        CheckConstraint("credits > 0", name="credits_positive"),
+        CheckConstraint("sends >= 1", name="sends_positive"),
+        # The re-sender's scan: only unconfirmed grants, the longest overdue first.
+        Index(
+            "ix_credit_grants_unconfirmed_next_send_at",
+            "next_send_at",
+            postgresql_where=text("confirmed_at IS NULL"),
+            sqlite_where=text("confirmed_at IS NULL"),
+        ),
+    )
+
+    # "<order_id>:<line_no>": the key payments applies the grant once by.
+    grant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Times GrantCredits was emitted for it, the first included; the wait doubles with it.
+    sends: Mapped[int] = mapped_column(Integer)
+    # Stored rather than computed from last_sent_at and sends in the query: the scan is then one
+    # indexed range, and a grant waiting out a long backoff never fills a batch ahead of one due.
+    next_send_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 outbox = outbox_table(Base.metadata)

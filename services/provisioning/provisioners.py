@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.provisioning import repository
+from services.provisioning.domain import ResendTiming
 from shared.dispatch import MessageContext
 from shared.messages import Contract
 from shared.messages.contracts import GrantCredits
@@ -131,18 +132,33 @@ class ServiceJobProvisioner:
         return ItemOutcome("scheduled", detail=f"{jobs} due {due_at.isoformat()}", due_at=due_at)
 
 
+@dataclass(frozen=True)
 class CreditPackProvisioner:
     """Credits live in payments: the grant goes through the outbox, so it reaches payments
-    exactly when this transaction commits, and its grant_id makes payments apply it once."""
+    exactly when this transaction commits, and its grant_id makes payments apply it once.
+    It is recorded in the same transaction, unconfirmed until payments answers CreditsGranted:
+    a GrantCredits lost on its way is sent again (grant_resender.py)."""
+
+    # The default is the settings' default; bootstrap passes the configured one.
+    resend: ResendTiming = field(default_factory=ResendTiming)
 
     async def provision(self, item: ItemToProvision, ctx: ProvisionContext) -> ItemOutcome:
-        await ctx.emit(
-            GrantCredits(
-                grant_id=item.key,
-                user_id=item.user_id,
-                credits=item.units,
-                reason="credit pack",
-                order_id=item.order_id,
-            )
+        grant = GrantCredits(
+            grant_id=item.key,
+            user_id=item.user_id,
+            credits=item.units,
+            reason="credit pack",
+            order_id=item.order_id,
+        )
+        await ctx.emit(grant)
+        await repository.add_credit_grant(
+            ctx.db,
+            grant_id=grant.grant_id,
+            order_id=item.order_id,
+            user_id=grant.user_id,
+            credits=grant.credits,
+            reason=grant.reason,
+            now=ctx.now,
+            next_send_at=self.resend.next_send_at(sends=1, sent_at=ctx.now),
         )
         return ItemOutcome("delivered", detail=f"{item.units} credits granted")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from services.provisioning.domain import JobLine
-from services.provisioning.models import Entitlement, Job, JobItem, JobUnit
+from services.provisioning.models import CreditGrant, Entitlement, Job, JobItem, JobUnit
 from shared.db import insert_or_nothing, is_postgres
 
 
@@ -39,6 +39,18 @@ class StoredUnit:
 
 
 @dataclass(frozen=True)
+class StoredGrant:
+    """An unconfirmed credit grant, as the re-sender sends it again."""
+
+    grant_id: str
+    order_id: str
+    user_id: str
+    credits: int
+    reason: str
+    sends: int
+
+
+@dataclass(frozen=True)
 class StoredJob:
     id: uuid.UUID
     order_id: str
@@ -56,6 +68,7 @@ _jobs = cast(Table, Job.__table__)
 _items = cast(Table, JobItem.__table__)
 _entitlements = cast(Table, Entitlement.__table__)
 _units = cast(Table, JobUnit.__table__)
+_grants = cast(Table, CreditGrant.__table__)
 
 _ADD_JOB = insert_or_nothing(_jobs, "order_id")
 _JOB_ID = select(_jobs.c.id).where(_jobs.c.order_id == bindparam("b_order_id"))
@@ -109,6 +122,38 @@ _STORE_ITEM = (
 )
 _ADD_UNITS = insert(_units)
 _ADD_ENTITLEMENT = insert_or_nothing(_entitlements, "order_id", "line_no")
+# A plain INSERT: a line is provisioned once (under its job's lock), so a second grant row for
+# it would be a bug to fail loudly on, not a repeat to absorb.
+_ADD_GRANT = insert(_grants)
+_CONFIRM_GRANT = (
+    update(_grants)
+    .where(_grants.c.grant_id == bindparam("b_grant_id"), _grants.c.confirmed_at.is_(None))
+    .values(confirmed_at=bindparam("b_now"))
+)
+_DUE_GRANTS = (
+    select(
+        _grants.c.grant_id,
+        _grants.c.order_id,
+        _grants.c.user_id,
+        _grants.c.credits,
+        _grants.c.reason,
+        _grants.c.sends,
+    )
+    .where(_grants.c.confirmed_at.is_(None), _grants.c.next_send_at <= bindparam("b_now"))
+    .order_by(_grants.c.next_send_at)
+    .limit(bindparam("b_limit"))
+)
+# Keyed by `is_postgres`: replicas each take rows no other holds (SQLite has one writer anyway).
+_LOCKED_DUE_GRANTS = {True: _DUE_GRANTS.with_for_update(skip_locked=True), False: _DUE_GRANTS}
+_GRANT_SENT = (
+    update(_grants)
+    .where(_grants.c.grant_id == bindparam("b_grant_id"))
+    .values(
+        sends=bindparam("b_sends"),
+        last_sent_at=bindparam("b_now"),
+        next_send_at=bindparam("b_next_send_at"),
+    )
+)
 
 
 async def create_job(
@@ -269,3 +314,62 @@ async def entitlements_of(session: AsyncSession, user_id: str) -> Sequence[Entit
         .order_by(Entitlement.created_at, Entitlement.order_id, Entitlement.line_no)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+async def add_credit_grant(
+    session: AsyncSession,
+    *,
+    grant_id: str,
+    order_id: str,
+    user_id: str,
+    credits: int,
+    reason: str,
+    now: datetime,
+    next_send_at: datetime,
+) -> None:
+    """Records a grant just sent for the first time, unconfirmed."""
+    await session.execute(
+        _ADD_GRANT,
+        {
+            "grant_id": grant_id,
+            "order_id": order_id,
+            "user_id": user_id,
+            "credits": credits,
+            "reason": reason,
+            "created_at": now,
+            "last_sent_at": now,
+            "sends": 1,
+            "next_send_at": next_send_at,
+        },
+    )
+
+
+async def confirm_grant(session: AsyncSession, *, grant_id: str, now: datetime) -> None:
+    """Marks the grant confirmed; a grant unknown here or confirmed already is left as it is."""
+    await session.execute(_CONFIRM_GRANT, {"b_grant_id": grant_id, "b_now": now})
+
+
+async def locked_due_grants(
+    session: AsyncSession, *, now: datetime, limit: int
+) -> list[StoredGrant]:
+    """Up to `limit` unconfirmed grants due to be sent again at `now`, the longest overdue first,
+    locked until commit; on PostgreSQL rows another transaction holds are skipped, not awaited."""
+    result = await session.execute(
+        _LOCKED_DUE_GRANTS[is_postgres(session)], {"b_now": now, "b_limit": limit}
+    )
+    return [StoredGrant(*row) for row in result.all()]
+
+
+async def grants_sent(
+    session: AsyncSession, sent: Sequence[tuple[str, int, datetime]], *, now: datetime
+) -> None:
+    """Records grants sent again at `now`: (grant_id, sends so far, when it is due next)."""
+    if not sent:
+        return
+    await session.execute(
+        _GRANT_SENT,
+        [
+            {"b_grant_id": grant_id, "b_sends": sends, "b_next_send_at": due, "b_now": now}
+            for grant_id, sends, due in sent
+        ],
+    )

@@ -24,3 +24,9 @@ class ProvisioningSettings(ServiceSettings):
     panel_backoff_max_seconds: float = Field(default=2.0, ge=0)
     # A service job is due this long after it is provisioned (scheduled).
     service_job_lead_hours: int = Field(default=48, ge=0)
+    # A credit grant payments has not confirmed (CreditsGranted) is sent again this long after it
+    # was sent, the wait doubling with each send up to grant_resend_max_seconds (6 h).
+    grant_resend_after_seconds: float = Field(default=900.0, gt=0)
+    grant_resend_max_seconds: float = Field(default=21600.0, gt=0)
+    # How often the re-sender looks for grants due again.
+    grant_resend_poll_seconds: float = Field(default=60.0, gt=0)

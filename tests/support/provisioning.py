@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.provisioning import repository
-from services.provisioning.models import Job
+from services.provisioning.models import CreditGrant, Job
 from services.provisioning.settings import ProvisioningSettings
 from shared.messages import Contract, payload_of
 from shared.messages.contracts import CheckoutLine, CreateJob, ItemKind, ProvisionOrder
@@ -78,6 +78,11 @@ class ProvisioningRig(ServiceRig):
     async def messages_for(self, order_id: str) -> list[Contract]:
         """Every message the service wrote to its outbox for this order, oldest first."""
         return [payload_of(e) for e in await self.emitted(correlation_id=order_id)]
+
+    async def credit_grant(self, grant_id: str) -> CreditGrant | None:
+        """The service's record of a credit grant it sent to payments, as stored."""
+        async with self.runtime.sessionmaker() as db:
+            return await db.get(CreditGrant, grant_id)
 
 
 async def job_created(rig: ProvisioningRig, *lines: CheckoutLine, user_id: str = "alice") -> str:

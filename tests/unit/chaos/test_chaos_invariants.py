@@ -88,7 +88,7 @@ def consistent() -> Snapshot:
         _message("payments", 1, "m3", "payments.credits_reserved", CREDITS, None),
         _message("orders", 2, "m4", "orders.order_completed", CREDITS, None),
         _message("provisioning", 1, "m5", "payments.grant_credits", CARD, "payments"),
-        _message("payments", 2, "m6", "payments.credits_granted", CARD, None),  # nobody listens
+        _message("payments", 2, "m6", "payments.credits_granted", CARD, None),
         _message("orders", 3, "m7", "provisioning.cancel_job", GONE, "provisioning"),
     )
     inbox = (
@@ -97,6 +97,7 @@ def consistent() -> Snapshot:
         _inbox("orders", "m3", "payments.credits_reserved", CREDITS),
         _inbox("cart", "m4", "orders.order_completed", CREDITS),
         _inbox("payments", "m5", "payments.grant_credits", CARD),
+        _inbox("provisioning", "m6", "payments.credits_granted", CARD),  # confirms the grant
     )
     return Snapshot(
         taken_at=NOW,
