@@ -46,12 +46,12 @@ async def handle_saga_reply(ctx: MessageContext, msg: Contract, *, timing: Timin
 
 
 async def handle_inquire_order(ctx: MessageContext, msg: c.InquireOrder) -> None:
-    """The cart never heard how its checkout ended: say it again if the order has ended.
+    """The cart never heard how its checkout ended: say it again if the order ended before the
+    question was asked.
 
-    A running order says nothing (its outcome is still to come), so the read needs no lock: a
-    reply ending the saga at this moment either committed first (the outcome is said twice;
-    the cart applies it once) or sends the outcome itself."""
-    found = await repository.saga_with_reason(ctx.db, msg.order_id)
+    The read needs no lock: a reply ending the saga at this moment either committed first (the
+    order then ended after the question) or sends the outcome itself."""
+    found = await repository.saga_for_inquiry(ctx.db, msg.order_id)
     if found is None:
         # Its CheckoutRequested may still wait in the cart's outbox or a retry queue, or lie in
         # the DLQ, where the operator sees it; starting a saga from here could not know the
@@ -65,10 +65,15 @@ async def handle_inquire_order(ctx: MessageContext, msg: c.InquireOrder) -> None
     # The reason the ending decision gave the order (`store_decision`); the column may be NULL,
     # though an ended order always has one, and the status then stands in for it.
     outcome = outcome_of(state, reason=found.status_reason or state.status.value)
-    if outcome is not None:
-        # Seen in the log: each one is an outcome the cart lost, or one that crossed the question.
-        log.info("order outcome said again", extra=log_fields(order_id=msg.order_id))
-        await ctx.emit(outcome)
+    if outcome is None or found.status_changed_at > ctx.envelope.created_at:
+        # Running: its outcome is yet to come. Ended since the question was asked (the question
+        # waited out an outage, say): its outcome went out after the question, so it is not
+        # the one the cart lost, and if it is lost too the next question is answered. (Two
+        # services' clocks: a skew moves that line by as much, no more.)
+        return
+    # Seen in the log: each one is an outcome the cart lost, or one still queued for it.
+    log.info("order outcome said again", extra=log_fields(order_id=msg.order_id))
+    await ctx.emit(outcome)
 
 
 def build_handlers(timing: Timing) -> Mapping[type[Contract], Handler]:

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from services.orders.bootstrap import build
-from shared.messages import Contract
+from shared.messages import Contract, Envelope
 from shared.messages import contracts as c
 from tests.support.orders import checkout_of, orders_settings
 from tests.support.rig import Rigs, ServiceRig, new_order_id, sqlite_url
@@ -139,3 +139,26 @@ async def test_an_unknown_order_answers_nothing_and_is_logged_for_the_operator(
     warned = [r for r in caplog.records if r.name == "services.orders.handlers"]
     assert [r.levelno for r in warned] == [logging.WARNING]
     assert warned[0].fields["order_id"] == order_id  # type: ignore[attr-defined]
+
+
+async def test_a_question_asked_before_the_order_ended_is_not_answered(
+    orders: ServiceRig,
+) -> None:
+    # The question waited out an outage in a retry queue while the order ended: the outcome
+    # went out after the question was asked, so it is not one the cart lost.
+    order_id = new_order_id()
+    asked_then = Envelope.wrap(
+        c.InquireOrder(order_id=order_id, cart_id="cart-1"), correlation_id=order_id
+    )
+    await drive(
+        orders,
+        order_id,
+        c.CreditsRejected(order_id=order_id, reason="insufficient_credits", available=10),
+    )
+    announced = await outcomes(orders, order_id)
+
+    await orders.redeliver(asked_then)
+    assert await outcomes(orders, order_id) == announced
+
+    await inquire(orders, order_id)  # asked again after the order ended: answered
+    assert await outcomes(orders, order_id) == announced * 2
