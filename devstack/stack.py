@@ -132,6 +132,11 @@ class Stack:
             # after the default's 15 minutes.
             env["PROVISIONING_GRANT_RESEND_AFTER_SECONDS"] = "20"
             env["PROVISIONING_GRANT_RESEND_POLL_SECONDS"] = "5"
+        if service == "cart":
+            # A lost order outcome is asked after within a run's length (production: after
+            # 15 min), so chaos runs exercise the recovery (services/cart/recovery.py).
+            env["CART_OUTCOME_INQUIRY_AFTER_SECONDS"] = "20"
+            env["CART_OUTCOME_INQUIRY_POLL_SECONDS"] = "5"
         return env
 
     def prepare(self) -> None:

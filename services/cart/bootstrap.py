@@ -14,6 +14,7 @@ from services.cart.checkout_sessions.service import clean_up_sessions
 from services.cart.deps import CartDeps, CartRuntime
 from services.cart.handlers import HANDLERS
 from services.cart.models import Base, inbox, outbox
+from services.cart.recovery import ask_after_silent_checkouts
 from services.cart.settings import CartSettings
 from shared.bus import Bus
 from shared.logging import log_fields
@@ -82,7 +83,7 @@ def build(
         inbox_table=inbox,
         handlers=HANDLERS,
         routers=[api.router, checkout_sessions_api.router],
-        background=[clean_up_sessions],
+        background=[clean_up_sessions, ask_after_silent_checkouts],
         on_startup=on_startup,
     )
     return ServiceRuntime(spec, bus=bus, auto_migrate=auto_migrate)

@@ -116,6 +116,14 @@ class Checkout(Base):
         UniqueConstraint("user_id", "idempotency_key", name="uq_checkouts_user_key"),
         CheckConstraint(_one_of("status", CHECKOUT_STATUSES), name="status"),
         Index("ix_checkouts_cart_id", "cart_id"),
+        # The outcome-inquiry round's scan: only checkouts in flight, oldest first; the table
+        # keeps every checkout ever made.
+        Index(
+            "ix_checkouts_requested_updated_at",
+            "updated_at",
+            postgresql_where=text("status = 'requested'"),
+            sqlite_where=text("status = 'requested'"),
+        ),
     )
 
     # Also the order id and the saga's correlation id.
@@ -129,6 +137,8 @@ class Checkout(Base):
     response: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # While `requested`: when the cart last acted on it (made it, or asked orders after it, see
+    # `recovery.py`); then when it finished.
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -301,3 +301,29 @@ _FINISH_CHECKOUT = (
     .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("now"))
     .returning(_checkouts.c.cart_id)
 )
+
+
+async def claim_silent_checkouts(
+    db: AsyncSession, *, silent_since: datetime, now: datetime, batch: int
+) -> Sequence[Row[str, str]]:
+    """(id, cart_id), in no order, of the oldest `batch` checkouts still `requested` and
+    untouched since `silent_since`, each touched to `now` so that claims skip it until it has
+    been silent that long again. SKIP LOCKED on PostgreSQL: replicas claiming at once take
+    different rows (SQLite's single writer needs none)."""
+    params = {"silent_since": silent_since, "now": now, "batch": batch}
+    return (await db.execute(_CLAIM_SILENT_CHECKOUTS, params)).all()
+
+
+_SILENT_CHECKOUTS = (
+    select(_checkouts.c.id)
+    .where(_checkouts.c.status == "requested", _checkouts.c.updated_at <= bindparam("silent_since"))
+    .order_by(_checkouts.c.updated_at)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_SILENT_CHECKOUTS = (
+    update(_checkouts)
+    .where(_checkouts.c.id.in_(_SILENT_CHECKOUTS.scalar_subquery()))
+    .values(updated_at=bindparam("now"))
+    .returning(_checkouts.c.id, _checkouts.c.cart_id)
+)

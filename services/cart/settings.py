@@ -30,3 +30,12 @@ class CartSettings(ServiceSettings):
     admission_backlog: int = Field(default=400, ge=0)
     # How long one reading of the queues' backlog is reused.
     admission_refresh_seconds: float = Field(default=0.25, gt=0)
+    # Recovery of lost order outcomes: a checkout still `requested` this long after the cart
+    # last heard of it or asked about it is asked after (`InquireOrder`); orders says the outcome
+    # again if the order has ended. Longer than most sagas run, so a normal checkout is not
+    # asked about; one awaiting payment (up to the payment window) is, harmlessly.
+    outcome_inquiry_after_seconds: float = Field(default=900.0, gt=0)
+    # How often the cart looks for such checkouts, and how many it asks about per look at most,
+    # so that a backlog of them reaches orders as a trickle, not a storm.
+    outcome_inquiry_poll_seconds: float = Field(default=60.0, gt=0)
+    outcome_inquiry_batch: int = Field(default=100, ge=1)

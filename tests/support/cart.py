@@ -35,6 +35,23 @@ class CartRig(ServiceRig):
         headers = {**self.as_user(user_id), "Idempotency-Key": key}
         return await self.http.post(f"/carts/{cart_id}/checkout", json=body, headers=headers)
 
+    async def checking_out(self, key: str, user_id: str = "alice", **lines: int) -> tuple[str, str]:
+        """(cart id, checkout id) of a new cart of `lines` (default one 10-session package)
+        checked out with Idempotency-Key `key`: its CheckoutRequested sent, no outcome yet."""
+        cart_id = await self.new_cart(user_id, **(lines or {"pkg_10": 1}))
+        response = await self.checkout(cart_id, key, user_id)
+        assert response.status_code == 202, response.text
+        return cart_id, str(response.json()["checkout_id"])
+
+    async def checkout_state(
+        self, cart_id: str, checkout_id: str, user_id: str = "alice"
+    ) -> tuple[str, str, str | None]:
+        """(cart status, checkout status, checkout reason), as the shopper reads them."""
+        headers = self.as_user(user_id)
+        cart = (await self.http.get(f"/carts/{cart_id}", headers=headers)).json()
+        checkout = (await self.http.get(f"/checkouts/{checkout_id}", headers=headers)).json()
+        return cart["status"], checkout["status"], checkout["reason"]
+
     async def put_line(
         self, cart_id: str, item_id: str, quantity: int, user_id: str = "alice", **extra: Any
     ) -> httpx.Response:

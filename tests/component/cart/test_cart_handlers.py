@@ -11,32 +11,19 @@ from tests.support.cart import CartRig
 ALICE = CartRig.as_user("alice")
 
 
-async def checked_out_cart(cart: CartRig, key: str) -> tuple[str, str]:
-    cart_id = await cart.new_cart(pkg_10=1, setup_job=1)
-    response = await cart.checkout(cart_id, key)
-    assert response.status_code == 202, response.text
-    return cart_id, response.json()["checkout_id"]
-
-
-async def state(cart: CartRig, cart_id: str, checkout_id: str) -> tuple[str, str, str | None]:
-    view = (await cart.http.get(f"/carts/{cart_id}", headers=ALICE)).json()
-    status = (await cart.http.get(f"/checkouts/{checkout_id}", headers=ALICE)).json()
-    return view["status"], status["status"], status["reason"]
-
-
 async def inbox_rows(cart: CartRig) -> int:
     async with cart.runtime.sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(inbox)) or 0)
 
 
 async def test_a_completed_order_checks_the_cart_out(cart: CartRig) -> None:
-    cart_id, checkout_id = await checked_out_cart(cart, "k1")
+    cart_id, checkout_id = await cart.checking_out("k1", pkg_10=1, setup_job=1)
     done = OrderCompleted(order_id=checkout_id, cart_id=cart_id, status="completed")
 
     envelope = await cart.deliver(done, correlation_id=checkout_id)
     await cart.runtime.dispatcher(envelope)  # redelivery of the very same message
 
-    assert await state(cart, cart_id, checkout_id) == ("checked_out", "completed", None)
+    assert await cart.checkout_state(cart_id, checkout_id) == ("checked_out", "completed", None)
     assert await inbox_rows(cart) == 1
     add = await cart.http.put(
         f"/carts/{cart_id}/lines/vps-small", json={"quantity": 1}, headers=ALICE
@@ -45,14 +32,14 @@ async def test_a_completed_order_checks_the_cart_out(cart: CartRig) -> None:
 
 
 async def test_a_partially_completed_order_is_recorded_as_such(cart: CartRig) -> None:
-    cart_id, checkout_id = await checked_out_cart(cart, "k-partial")
+    cart_id, checkout_id = await cart.checking_out("k-partial", pkg_10=1, setup_job=1)
 
     await cart.deliver(
         OrderCompleted(order_id=checkout_id, cart_id=cart_id, status="partially_completed"),
         correlation_id=checkout_id,
     )
 
-    assert await state(cart, cart_id, checkout_id) == (
+    assert await cart.checkout_state(cart_id, checkout_id) == (
         "checked_out",
         "partially_completed",
         None,
@@ -60,14 +47,18 @@ async def test_a_partially_completed_order_is_recorded_as_such(cart: CartRig) ->
 
 
 async def test_a_cancelled_order_reopens_the_cart_for_another_try(cart: CartRig) -> None:
-    cart_id, checkout_id = await checked_out_cart(cart, "k2")
+    cart_id, checkout_id = await cart.checking_out("k2", pkg_10=1, setup_job=1)
 
     await cart.deliver(
         OrderCancelled(order_id=checkout_id, cart_id=cart_id, reason="insufficient credits"),
         correlation_id=checkout_id,
     )
 
-    assert await state(cart, cart_id, checkout_id) == ("open", "cancelled", "insufficient credits")
+    assert await cart.checkout_state(cart_id, checkout_id) == (
+        "open",
+        "cancelled",
+        "insufficient credits",
+    )
     await cart.http.put(f"/carts/{cart_id}/lines/pkg-10", json={"quantity": 2}, headers=ALICE)
     retry = await cart.checkout(cart_id, "k2-retry", body={"use_credits": False})
     assert retry.status_code == 202
@@ -78,7 +69,7 @@ async def test_a_cancelled_order_reopens_the_cart_for_another_try(cart: CartRig)
 async def test_a_late_duplicate_cancellation_does_not_reopen_the_next_checkout(
     cart: CartRig,
 ) -> None:
-    cart_id, first_id = await checked_out_cart(cart, "k3")
+    cart_id, first_id = await cart.checking_out("k3", pkg_10=1, setup_job=1)
     cancelled = OrderCancelled(order_id=first_id, cart_id=cart_id, reason="payment expired")
     await cart.deliver(cancelled, correlation_id=first_id)
     second_id = (await cart.checkout(cart_id, "k3-retry")).json()["checkout_id"]
@@ -86,12 +77,12 @@ async def test_a_late_duplicate_cancellation_does_not_reopen_the_next_checkout(
     # The same event again under a new message id: the inbox cannot tell, the checkout row can.
     await cart.deliver(cancelled, correlation_id=first_id)
 
-    assert await state(cart, cart_id, second_id) == ("checking_out", "requested", None)
-    assert (await state(cart, cart_id, first_id))[1:] == ("cancelled", "payment expired")
+    assert await cart.checkout_state(cart_id, second_id) == ("checking_out", "requested", None)
+    assert (await cart.checkout_state(cart_id, first_id))[1:] == ("cancelled", "payment expired")
 
 
 async def test_an_outcome_for_a_finished_checkout_changes_nothing(cart: CartRig) -> None:
-    cart_id, checkout_id = await checked_out_cart(cart, "k4")
+    cart_id, checkout_id = await cart.checking_out("k4", pkg_10=1, setup_job=1)
     await cart.deliver(
         OrderCompleted(order_id=checkout_id, cart_id=cart_id, status="completed"),
         correlation_id=checkout_id,
@@ -106,7 +97,7 @@ async def test_an_outcome_for_a_finished_checkout_changes_nothing(cart: CartRig)
         correlation_id=checkout_id,
     )
 
-    assert await state(cart, cart_id, checkout_id) == ("checked_out", "completed", None)
+    assert await cart.checkout_state(cart_id, checkout_id) == ("checked_out", "completed", None)
 
 
 async def test_an_outcome_for_an_unknown_order_is_ignored(cart: CartRig) -> None:

@@ -14,7 +14,7 @@ from services.orders.bootstrap import build
 from services.orders.deadlines import fire_due
 from services.orders.models import Order, SagaInstance, StatusChange
 from shared.messages import contracts as c
-from tests.support.orders import orders_settings
+from tests.support.orders import checkout_of, orders_settings
 from tests.support.rig import Rigs, ServiceRig, as_user, sqlite_url
 
 
@@ -25,29 +25,6 @@ async def orders(tmp_path: Path) -> AsyncIterator[ServiceRig]:
     # start) could take a deadline a test moved before the test's own fire_due sees it.
     async with Rigs() as rigs:
         yield await rigs.start(ServiceRig, build, settings, fire_deadlines=False)
-
-
-def checkout(order_id: str = "o-1") -> c.CheckoutRequested:
-    line = c.CheckoutLine(
-        line_no=1,
-        item_id="pkg-10",
-        kind="session_package",
-        name="10 sessions",
-        quantity=1,
-        unit_price=5000,
-        unit_credits=400,
-        units_per_item=10,
-        paid_with="credits",
-    )
-    return c.CheckoutRequested(
-        checkout_id=order_id,
-        cart_id="cart-1",
-        user_id="alice",
-        currency="EUR",
-        lines=(line,),
-        money_total=0,
-        credits_total=400,
-    )
 
 
 async def make_due(orders: ServiceRig, order_id: str, *, step: str) -> None:
@@ -65,7 +42,7 @@ async def test_the_same_checkout_delivered_twice_under_new_message_ids_starts_on
     orders: ServiceRig,
 ) -> None:
     for _ in range(3):  # a producer retry makes a new envelope id each time
-        await orders.deliver(checkout(), correlation_id="o-1")
+        await orders.deliver(checkout_of("o-1"), correlation_id="o-1")
     async with orders.runtime.sessionmaker() as session:
         assert (await session.execute(select(func.count()).select_from(Order))).scalar_one() == 1
         history = (await session.execute(select(StatusChange.status))).scalars().all()
@@ -76,7 +53,7 @@ async def test_the_same_checkout_delivered_twice_under_new_message_ids_starts_on
 async def test_a_due_deadline_is_fired_from_the_database_and_only_once(
     orders: ServiceRig,
 ) -> None:
-    await orders.deliver(checkout("o-2"), correlation_id="o-2")
+    await orders.deliver(checkout_of("o-2"), correlation_id="o-2")
     await orders.deliver(c.CreditsReserved(order_id="o-2", credits=400), correlation_id="o-2")
     timing = orders.runtime.deps.timing
     assert await fire_due(orders.runtime, timing=timing) == 0  # not due yet
@@ -95,7 +72,7 @@ async def test_a_due_deadline_is_fired_from_the_database_and_only_once(
 
 
 async def test_orders_are_private_and_cancel_answers_with_codes(orders: ServiceRig) -> None:
-    await orders.deliver(checkout("o-3"), correlation_id="o-3")
+    await orders.deliver(checkout_of("o-3"), correlation_id="o-3")
     http = orders.http
     alice, bob = as_user("alice"), as_user("bob")
     assert (await http.get("/orders/o-3", headers=alice)).status_code == 200
@@ -117,7 +94,7 @@ async def test_a_saga_whose_owner_keeps_silent_is_listed_for_operators_with_its_
 ) -> None:
     # Silent owners are asked again ever more slowly: the next deadline is in the future, so a
     # list of sagas past their deadline alone would hide the very orders needing a human.
-    await orders.deliver(checkout("o-5"), correlation_id="o-5")
+    await orders.deliver(checkout_of("o-5"), correlation_id="o-5")
     await orders.deliver(c.CreditsReserved(order_id="o-5", credits=400), correlation_id="o-5")
     await orders.deliver(c.JobCreated(order_id="o-5", job_id="j-5"), correlation_id="o-5")
     timing = orders.runtime.deps.timing
