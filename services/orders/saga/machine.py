@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from services.orders.saga.outcome import outcome_of
 from services.orders.saga.refunds import share_of_failed
 from services.orders.saga.state import (
     CANCELLABLE,
@@ -672,16 +673,10 @@ def _reply_of(command: Contract) -> str:
 
 def _finish(state: SagaState, status: OrderStatus, reason: str) -> Decision:
     done = state.evolve(step=Step.DONE, status=status, deadline=None)
-    # The cart hears how the order ended for the shopper's goods: a refund that failed ends it
-    # as the refund would have.
-    delivered = status if status is not OrderStatus.REFUND_FAILED else state.after_refund
-    outcome: Contract
-    if delivered is OrderStatus.COMPLETED or delivered is OrderStatus.PARTIALLY_COMPLETED:
-        outcome = c.OrderCompleted(
-            order_id=state.order_id, cart_id=state.cart_id, status=delivered.value
-        )
-    else:
-        outcome = c.OrderCancelled(order_id=state.order_id, cart_id=state.cart_id, reason=reason)
+    # The cart hears how the order ended for the shopper's goods (`outcome_of`, also used to
+    # say it again when the cart asks).
+    outcome = outcome_of(done, reason=reason)
+    assert outcome is not None, "a saga that is done has an outcome"
     return Decision(done, (outcome,), changes=((status, reason),))
 
 
