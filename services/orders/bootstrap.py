@@ -37,6 +37,7 @@ def build(
         max_attempts=settings.provisioning_max_attempts,
         max_ask_interval=timedelta(seconds=settings.max_ask_interval_seconds),
         pending_recheck=timedelta(seconds=settings.pending_recheck_seconds),
+        processing_window=timedelta(seconds=settings.payment_processing_window_seconds),
     )
     spec = ServiceSpec(
         name=ORDERS,

@@ -32,6 +32,7 @@ inbox = inbox_table(Base.metadata)
 ORDER_STATUSES = (
     "pending",
     "awaiting_payment",
+    "payment_processing",
     "paid",
     "provisioning",
     "completed",

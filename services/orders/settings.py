@@ -24,4 +24,6 @@ class OrdersSettings(ServiceSettings):
     max_ask_interval_seconds: float = Field(default=1800.0, gt=0)
     # How long until payments is asked again after it said the payment is still on its way.
     pending_recheck_seconds: float = Field(default=600.0, gt=0)
+    # How long a processing payment (a bank debit) is waited for before payments is asked.
+    payment_processing_window_seconds: float = Field(default=21 * 86400.0, gt=0)
     deadline_poll_seconds: float = Field(default=1.0, gt=0)

@@ -60,8 +60,9 @@ def react(state: SagaState, reply: Contract, *, now: datetime, timing: Timing) -
 
 
 def cancel(state: SagaState, *, reason: str, now: datetime, timing: Timing) -> Decision | None:
-    """The shopper cancels; None when it is too late (payment taken or the saga is over)."""
-    if state.step not in CANCELLABLE:
+    """The shopper cancels; None when it is too late (payment taken or on its way, or the saga
+    is over)."""
+    if state.step not in CANCELLABLE or state.status is OrderStatus.PAYMENT_PROCESSING:
         return None
     return _compensate(state, reason, now, timing, uncertain=True)
 
@@ -290,16 +291,36 @@ def _payment_mismatch(state: SagaState, r: c.PaymentSucceeded) -> str | None:
 def _on_payment_pending(
     state: SagaState, r: c.PaymentPending, now: datetime, timing: Timing
 ) -> Decision:
-    """Payments knows of no outcome yet (a delayed payment method, a session not closed): the
-    order keeps waiting; payments is asked again later. Recorded when what it says changes."""
+    """Payments knows of no outcome yet. A payment that is *processing* (a bank debit) moves the
+    order to `payment_processing` and is waited for `processing_window`; anything else (a
+    session not closed yet) keeps the order waiting and payments is asked again later. Each
+    new thing payments says is recorded on the order, once."""
     if state.step is not Step.AWAITING_PAYMENT:
         return _ignore(state)
-    waiting = state.evolve(
-        deadline=now + timing.pending_recheck, attempts=0, payment_pending=r.status
-    )
-    if r.status == state.payment_pending:
-        return Decision(waiting)
+    processing = state.status is OrderStatus.PAYMENT_PROCESSING
+    if r.status == "processing" and not processing:
+        why = (
+            "the payment is processing (a bank debit can take up to 14 business days);"
+            " waiting for it"
+        )
+        started = state.evolve(
+            status=OrderStatus.PAYMENT_PROCESSING,
+            deadline=now + timing.processing_window,
+            attempts=0,
+            payment_pending=r.status,
+        )
+        return Decision(started, changes=((OrderStatus.PAYMENT_PROCESSING, why),))
+    if processing and state.deadline is not None and now < state.deadline:
+        return _ignore(state)  # said again within its window: nothing new
+    said = r.status
     why = f"payments says the payment is {r.status}; asking again later"
+    if processing:
+        said = "processing past its window"
+        days = timing.processing_window.days
+        why = f"{NEEDS_ATTENTION} the payment is still processing after {days} days; still asking"
+    waiting = state.evolve(deadline=now + timing.pending_recheck, attempts=0, payment_pending=said)
+    if said == state.payment_pending:
+        return Decision(waiting)
     return Decision(waiting, changes=((state.status, why),))
 
 

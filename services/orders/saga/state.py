@@ -31,6 +31,9 @@ class Step(StrEnum):
 class OrderStatus(StrEnum):
     PENDING = "pending"
     AWAITING_PAYMENT = "awaiting_payment"
+    # Paid by a method that settles days later (SEPA Direct Debit, ACH, Bacs): the money is on
+    # its way, not yet taken; the saga waits `processing_window`, not the session's expiry.
+    PAYMENT_PROCESSING = "payment_processing"
     PAID = "paid"
     PROVISIONING = "provisioning"
     COMPLETED = "completed"
@@ -157,3 +160,6 @@ class Timing:
     max_ask_interval: timedelta = timedelta(minutes=30)
     # When payments says the money is still on its way, how long until it is asked again.
     pending_recheck: timedelta = timedelta(minutes=10)
+    # How long a payment that is processing is waited for: Stripe says delayed-notification
+    # methods confirm within up to 14 business days; three weeks cover those and holidays.
+    processing_window: timedelta = timedelta(days=21)

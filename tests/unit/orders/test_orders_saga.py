@@ -679,17 +679,76 @@ def test_payments_answering_expired_compensates() -> None:
 
 def test_payments_answering_pending_keeps_the_order_waiting_and_asks_again_later() -> None:
     state, _, _ = past_deadlines(awaiting_payment_order(), 1)
-    asked_at = state.deadline
     decision = react(
         state,
-        c.PaymentPending(order_id="order-1", session_id="cs_1", status="processing"),
+        c.PaymentPending(order_id="order-1", session_id="cs_1", status="open"),
         now=NOW,
         timing=TIMING,
     )
     assert decision.send == () and decision.state.step is Step.AWAITING_PAYMENT
     assert decision.state.status is OrderStatus.AWAITING_PAYMENT
-    assert decision.changes and "processing" in decision.changes[0][1]
-    assert decision.state.deadline is not None and asked_at is not None
+    assert decision.changes == (
+        (OrderStatus.AWAITING_PAYMENT, "payments says the payment is open; asking again later"),
+    )
+    assert decision.state.deadline == NOW + TIMING.pending_recheck
+
+
+def processing_order() -> SagaState:
+    """Paid by bank debit: payments said the payment is processing."""
+    decision = react(
+        awaiting_payment_order(),
+        c.PaymentPending(order_id="order-1", session_id="cs_1", status="processing"),
+        now=NOW,
+        timing=TIMING,
+    )
+    assert decision.send == ()
+    return decision.state
+
+
+def test_a_processing_payment_is_shown_and_waited_for_its_own_window() -> None:
+    # Before: the session's deadline compensated a bank debit that settles days later, and the
+    # money that then arrived was refunded as a late payment.
+    state = processing_order()
+    assert state.status is OrderStatus.PAYMENT_PROCESSING and state.step is Step.AWAITING_PAYMENT
+    assert state.deadline == NOW + TIMING.processing_window >= NOW + timedelta(days=14)
+    assert on_deadline(state, now=NOW + timedelta(days=10), timing=TIMING).ignored
+    # Said again within the window: nothing new.
+    again = c.PaymentPending(order_id="order-1", session_id="cs_1", status="processing")
+    assert react(state, again, now=NOW + timedelta(days=1), timing=TIMING).ignored
+
+
+def test_a_processing_payment_cannot_be_cancelled_by_the_shopper() -> None:
+    assert cancel(processing_order(), reason="shopper", now=NOW, timing=TIMING) is None
+
+
+def test_a_processing_payment_that_succeeds_continues_and_one_that_fails_compensates() -> None:
+    state, sent = run(processing_order(), paid(3000))
+    assert types(sent) == ["CaptureCredits"] and state.status is OrderStatus.PAID
+    state, sent = run(
+        processing_order(),
+        c.PaymentFailed(order_id="order-1", session_id="cs_1", reason="insufficient_funds"),
+    )
+    assert types(sent) == ["CancelJob", "ReleaseCredits"]
+    assert state.status is OrderStatus.COMPENSATING
+
+
+def test_a_payment_still_processing_after_its_window_needs_attention_once() -> None:
+    state = processing_order()
+    state, sent, _ = past_deadlines(state, 1)
+    assert types(sent) == ["InquirePayment"]
+    later = (state.deadline or NOW) + timedelta(seconds=1)
+    still = c.PaymentPending(order_id="order-1", session_id="cs_1", status="processing")
+    decision = react(state, still, now=later, timing=TIMING)
+    assert decision.changes == (
+        (
+            OrderStatus.PAYMENT_PROCESSING,
+            "needs attention: the payment is still processing after 21 days; still asking",
+        ),
+    )
+    assert decision.state.deadline == later + TIMING.pending_recheck
+    state, _, _ = past_deadlines(decision.state, 1)
+    repeated = react(state, still, now=(state.deadline or NOW), timing=TIMING)
+    assert repeated.changes == () and not repeated.ignored
 
 
 # --- refunds that do not reach the shopper -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""orders may be refund_failed
+"""orders may be refund_failed or payment_processing
 
 Revision ID: b7e2d41c9a10
 Revises: 325b17a8213b
@@ -18,7 +18,7 @@ BEFORE = (
     'pending', 'awaiting_payment', 'paid', 'provisioning', 'completed', 'partially_completed',
     'compensating', 'cancelled', 'refunded',
 )
-AFTER = (*BEFORE, 'refund_failed')
+AFTER = (*BEFORE, 'payment_processing', 'refund_failed')
 
 
 def _check(statuses: tuple[str, ...]) -> str:
@@ -48,5 +48,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Fails while an order is refund_failed: such an order must be settled first.
+    # Fails while an order is in one of the new statuses: settle those first.
     _allow(BEFORE)
