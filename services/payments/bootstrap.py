@@ -60,7 +60,11 @@ def build(
         apply_alone=APPLIED_ALONE,
         handlers=build_handlers(gateway=gateway, settings=settings),
         routers=(accounts_router, webhook_router, operator_router),
-        background=(recovery.retry_stored_events, recovery.reconcile_periodically),
+        background=(
+            recovery.retry_stored_events,
+            recovery.reconcile_periodically,
+            recovery.reconcile_refunds_periodically,
+        ),
         on_shutdown=_close_stripe_client if owns_gateway else None,
         on_startup=_seed_credits(settings),
     )

@@ -26,8 +26,18 @@ SESSION_STATUSES: tuple[SessionStatus, ...] = (
     "failed",
     "expired",
 )
-RefundStatus = Literal["pending", "succeeded", "failed", "canceled"]
-REFUND_STATUSES: tuple[RefundStatus, ...] = ("pending", "succeeded", "failed", "canceled")
+RefundStatus = Literal["pending", "succeeded", "failed", "canceled", "rejected"]
+REFUND_STATUSES: tuple[RefundStatus, ...] = (
+    "pending",
+    "succeeded",
+    "failed",
+    "canceled",
+    "rejected",
+)
+# A refund that will not reach the shopper: Stripe refused to make it (`rejected`, ours alone:
+# no refund exists at Stripe), or it failed or was canceled after Stripe accepted it.
+RefundFailure = Literal["rejected", "failed", "canceled"]
+REFUND_FAILURES: tuple[RefundFailure, ...] = ("rejected", "failed", "canceled")
 
 SYSTEM_ISSUED = "system:issued"
 SYSTEM_REVENUE = "system:revenue"
@@ -255,12 +265,14 @@ SESSION_MOVES: Mapping[SessionStatus, tuple[SessionStatus, ...]] = {
     "expired": ("open",),
 }
 # Stripe can fail a refund after it succeeded (the bank returns it), never the other way round.
+# Nothing moves to `rejected`: a refund Stripe refused is stored so, and never moves again.
 REFUND_MOVES: Mapping[RefundStatus, tuple[RefundStatus, ...]] = {
     "succeeded": ("pending",),
     "failed": ("pending", "succeeded"),
     "canceled": ("pending",),
 }
-# Refunds in these statuses count against what may still be refunded.
+# Refunds in these statuses count against what may still be refunded; the others gave their
+# amount back, so the operator's retry under a new key fits.
 REFUND_HOLDS_MONEY: tuple[RefundStatus, ...] = ("pending", "succeeded")
 
 PAID_STATUSES = frozenset({"paid", "no_payment_required"})
@@ -360,9 +372,34 @@ def inquiry_step(
     return InquiryStep("settle", target)
 
 
+_STRIPE_REFUND_ENDS: Mapping[str, RefundStatus] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+
+
 def refund_status(stripe_status: str | None) -> RefundStatus:
     """Our status of a Stripe refund; `requires_action` waits for the customer, like pending."""
-    for status in REFUND_STATUSES:
-        if stripe_status == status:
-            return status
-    return "pending"
+    return _STRIPE_REFUND_ENDS.get(stripe_status or "", "pending")
+
+
+def refund_failure(status: str) -> RefundFailure | None:
+    """`status` as a RefundFailure when the refund will not reach the shopper, else None."""
+    for failure in REFUND_FAILURES:
+        if status == failure:
+            return failure
+    return None
+
+
+def refund_failure_reason(status: str, stripe_reason: str | None) -> str | None:
+    """Why a refund in `status` did not reach the shopper, as the saga and operators read it:
+    Stripe's `failure_reason` (`lost_or_stolen_card`, `expired_or_canceled_card`, ...) or its
+    refusal. Stripe gives none for a canceled refund, and may leave it out of a failed one.
+    None while the refund may still reach the shopper (pending, succeeded)."""
+    failure = refund_failure(status)
+    if failure is None:
+        return None
+    if stripe_reason:
+        return stripe_reason
+    return "canceled at Stripe before it was paid out" if failure == "canceled" else "unknown"

@@ -24,12 +24,14 @@ from services.payments.domain import (
     PaymentWindowPassed,
     RefundExceedsPayment,
     RefundKeyReused,
+    RefundStatus,
     SessionStatus,
     as_utc,
     checkout_expiry,
     checkout_url,
     inquiry_step,
     lines_total,
+    refund_failure_reason,
     refund_status,
 )
 from services.payments.models import PaymentSession, Refund
@@ -50,7 +52,6 @@ from shared.messages.contracts import (
     GrantCredits,
     InquirePayment,
     PaymentPending,
-    PaymentRefunded,
     PaymentSessionCreated,
     PaymentSessionFailed,
     RefundCredits,
@@ -291,13 +292,19 @@ async def handle_refund_payment(
     # read below and the amount check see every refund committed before.
     paid = await repository.locked_payment_session(ctx.db, msg.order_id)
     refund = await repository.refund_of(ctx.db, msg.order_id, msg.refund_key)
-    if refund is None:
-        refund = await _refund_at_stripe(ctx, msg, paid, gateway=gateway)
-    elif refund.amount != msg.amount:
-        raise RefundKeyReused(f"refund key {msg.refund_key!r} of {msg.order_id} reused")
-    await ctx.emit(
-        PaymentRefunded(order_id=msg.order_id, refund_key=msg.refund_key, amount=refund.amount)
-    )
+    if refund is not None:
+        if refund.amount != msg.amount:
+            raise RefundKeyReused(f"refund key {msg.refund_key!r} of {msg.order_id} reused")
+        # The saga sent it again: the stored outcome again (RefundFailed for a refund Stripe
+        # refused or that failed since), without asking Stripe.
+        await ctx.emit(stripe_events.refund_answer(refund))
+        return
+    refund = await _refund_at_stripe(ctx, msg, paid, gateway=gateway)
+    await ctx.emit(stripe_events.refund_answer(refund))
+    if refund.stripe_refund_id is not None:
+        # Stripe may have reported on the refund before this row was stored (a call that timed
+        # out after Stripe acted): those events apply now, after the answer.
+        await stripe_events.apply_waiting(ctx.db, ctx.outbox, refund.stripe_refund_id)
 
 
 async def _refund_at_stripe(
@@ -307,31 +314,48 @@ async def _refund_at_stripe(
         raise PaymentNotRefundable(f"order {msg.order_id} has no completed Stripe payment")
     if not await repository.hold_refund_amount(ctx.db, order_id=msg.order_id, amount=msg.amount):
         raise RefundExceedsPayment(order_id=msg.order_id, requested=msg.amount)
-    # A transient failure propagates and the bus redelivers; the idempotency key
-    # <order_id>:refund:<refund_key> makes every attempt the same one refund at Stripe.
-    at_stripe = await gateway.create_refund(
-        order_id=msg.order_id,
-        refund_key=msg.refund_key,
-        payment_intent_id=paid.payment_intent_id,
-        amount=msg.amount,
-        reason=msg.reason,
-    )
-    refund = await repository.add_refund(
+    try:
+        made = await gateway.create_refund(
+            order_id=msg.order_id,
+            refund_key=msg.refund_key,
+            payment_intent_id=paid.payment_intent_id,
+            amount=msg.amount,
+            reason=msg.reason,
+        )
+    except StripeCallFailed as exc:
+        if exc.transient:
+            # The bus redelivers with backoff; the idempotency key <order_id>:refund:<key>
+            # makes every attempt the same one refund at Stripe.
+            raise
+        # Stripe's answer, not a passing trouble (already refunded in the Dashboard, more than
+        # is left, the key reused): asking again gets the same, as Stripe keeps it for the key.
+        log.warning("stripe refused a refund of %s: %s", msg.order_id, exc.reason)
+        return await _stored_refund(ctx, msg, None, "rejected", exc.reason)
+    status = refund_status(made.status)
+    failure = refund_failure_reason(status, made.failure_reason)
+    return await _stored_refund(ctx, msg, made.id, status, failure)
+
+
+async def _stored_refund(
+    ctx: MessageContext,
+    msg: RefundPayment,
+    stripe_refund_id: str | None,
+    status: RefundStatus,
+    failure: str | None,
+) -> Refund:
+    if status not in REFUND_HOLDS_MONEY:  # pays nothing out: a retry under a new key fits
+        await repository.release_refund_amount(ctx.db, order_id=msg.order_id, amount=msg.amount)
+    return await repository.add_refund(
         ctx.db,
         order_id=msg.order_id,
         refund_key=msg.refund_key,
-        stripe_refund_id=at_stripe.id,
+        stripe_refund_id=stripe_refund_id,
         amount=msg.amount,
         reason=msg.reason,
         trace_id=ctx.trace_id,
+        status=status,
+        failure_reason=failure,
     )
-    status = refund_status(at_stripe.status)
-    if status not in REFUND_HOLDS_MONEY:  # rolls back the hold; dead-letters with the reason
-        raise StripeCallFailed(f"stripe refund {at_stripe.id} is {status}", transient=False)
-    if status == "succeeded":
-        await repository.move_refund(ctx.db, stripe_refund_id=at_stripe.id, to=status)
-    await stripe_events.apply_waiting(ctx.db, ctx.outbox, at_stripe.id)
-    return refund
 
 
 # These call Stripe: never grouped with other messages (shared/dispatch.py).

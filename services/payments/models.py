@@ -137,18 +137,32 @@ class Refund(Base):
         PrimaryKeyConstraint("order_id", "refund_key"),
         CheckConstraint(_one_of("status", REFUND_STATUSES), name="status"),
         CheckConstraint("amount > 0", name="amount_positive"),
+        # The reconciler's look-up: the few refunds still pending among all ever made.
+        Index(
+            "ix_refunds_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     # The saga's refund keys ("late-payment", "failed-lines-2") repeat across orders.
     order_id: Mapped[str] = mapped_column(String(36))
     refund_key: Mapped[str] = mapped_column(String(200))
+    # NULL for a refund Stripe refused (`rejected`): there is no refund at Stripe.
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(10))
+    # Why the saga refunds (ours, sent to Stripe as metadata).
     reason: Mapped[str] = mapped_column(Text)
+    # Why it did not reach the shopper (failed, canceled, rejected): what RefundFailed says.
+    failure_reason: Mapped[str | None] = mapped_column(Text)
     trace_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When the reconciler last took it to ask Stripe: a pending refund is asked about once per
+    # refund_reconcile_after_seconds, by one replica.
+    reconciled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StripeEvent(Base):

@@ -1,4 +1,5 @@
-"""Operator endpoints for Stripe recovery: replay stored webhook events, reconcile now."""
+"""Operator endpoints for Stripe recovery: replay stored webhook events, reconcile sessions or
+refunds now."""
 
 from __future__ import annotations
 
@@ -45,6 +46,28 @@ class ReconcileOut(BaseModel):
     errors: list[str]
 
 
+class RefundReconciledOut(BaseModel):
+    order_id: str
+    refund_key: str
+    stripe_refund_id: str
+    status: str
+
+
+class RefundReconcileOut(BaseModel):
+    checked: int
+    changed: list[RefundReconciledOut]
+    # Stripe refund ids Stripe could not be asked about (asked again next round).
+    errors: list[str]
+
+
+# Overrides the setting's minimum age (0: everything still waiting).
+OlderThan = Annotated[float | None, Query(ge=0)]
+
+
+def _min_age(older_than_seconds: float | None) -> timedelta | None:
+    return None if older_than_seconds is None else timedelta(seconds=older_than_seconds)
+
+
 @router.post("/stripe-events/replay")
 async def replay_stripe_events(
     _operator: Operator, runtime: Runtime, replay_in: ReplayIn | None = None
@@ -55,15 +78,22 @@ async def replay_stripe_events(
 
 @router.post("/reconcile")
 async def reconcile_now(
-    _operator: Operator,
-    runtime: Runtime,
-    older_than_seconds: Annotated[float | None, Query(ge=0)] = None,
+    _operator: Operator, runtime: Runtime, older_than_seconds: OlderThan = None
 ) -> ReconcileOut:
     """Runs one reconciliation round now; `older_than_seconds` overrides the minimum age."""
-    min_age = None if older_than_seconds is None else timedelta(seconds=older_than_seconds)
-    result = await recovery.reconcile(runtime, runtime.deps.stripe, min_age=min_age)
-    return ReconcileOut(
-        checked=result.checked,
-        changed=[ReconciledOut(**asdict(change)) for change in result.changed],
-        errors=result.errors,
+    result = await recovery.reconcile(
+        runtime, runtime.deps.stripe, min_age=_min_age(older_than_seconds)
     )
+    return ReconcileOut.model_validate(asdict(result))
+
+
+@router.post("/refunds/reconcile")
+async def reconcile_refunds_now(
+    _operator: Operator, runtime: Runtime, older_than_seconds: OlderThan = None
+) -> RefundReconcileOut:
+    """Asks Stripe now about refunds still pending; `older_than_seconds` overrides
+    refund_reconcile_after_seconds."""
+    result = await recovery.reconcile_refunds(
+        runtime, runtime.deps.stripe, min_age=_min_age(older_than_seconds)
+    )
+    return RefundReconcileOut.model_validate(asdict(result))

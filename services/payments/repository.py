@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import (
+    REFUND_HOLDS_MONEY,
     REFUND_MOVES,
     SESSION_MOVES,
     RefundStatus,
@@ -18,7 +19,7 @@ from services.payments.domain import (
 )
 from services.payments.models import PaymentSession, Refund, StripeEvent
 from services.payments.stripe_gateway import CheckoutSession
-from shared.db import upsert_insert
+from shared.db import is_postgres, one_of, upsert_insert
 
 
 def _now() -> datetime:
@@ -50,6 +51,17 @@ class OpenSession:
     order_id: str
     session_id: str
     status: str
+
+
+@dataclass(frozen=True)
+class PendingRefund:
+    """A refund the reconciler took to ask Stripe about."""
+
+    order_id: str
+    refund_key: str
+    stripe_refund_id: str
+    # Its reconciled_at before it was taken: put back when Stripe could not be asked.
+    reconciled_at: datetime | None
 
 
 # --- checkout sessions -----------------------------------------------------------------------
@@ -176,15 +188,26 @@ async def hold_refund_amount(db: AsyncSession, *, order_id: str, amount: int) ->
     return bool((await db.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def release_refund_amount(db: AsyncSession, *, order_id: str, amount: int) -> None:
+    """Gives back what hold_refund_amount counted for a refund that pays nothing out."""
+    await db.execute(
+        update(PaymentSession)
+        .where(PaymentSession.order_id == order_id)
+        .values(amount_refunded=PaymentSession.amount_refunded - amount, updated_at=_now())
+    )
+
+
 async def add_refund(
     db: AsyncSession,
     *,
     order_id: str,
     refund_key: str,
-    stripe_refund_id: str,
+    stripe_refund_id: str | None,
     amount: int,
     reason: str,
     trace_id: str,
+    status: RefundStatus = "pending",
+    failure_reason: str | None = None,
 ) -> Refund:
     now = _now()
     row = Refund(
@@ -192,8 +215,9 @@ async def add_refund(
         refund_key=refund_key,
         stripe_refund_id=stripe_refund_id,
         amount=amount,
-        status="pending",
+        status=status,
         reason=reason,
+        failure_reason=failure_reason,
         trace_id=trace_id,
         created_at=now,
         updated_at=now,
@@ -204,31 +228,74 @@ async def add_refund(
 
 
 async def move_refund(
-    db: AsyncSession, *, stripe_refund_id: str, to: RefundStatus
+    db: AsyncSession,
+    *,
+    stripe_refund_id: str,
+    to: RefundStatus,
+    failure_reason: str | None = None,
 ) -> RefundChange | None:
-    """Moves a refund forward; a failed or canceled one frees its amount for another refund."""
+    """Moves a refund forward; the change when this call made it, else None. A failed or
+    canceled one frees its amount for another refund (the operator's retry)."""
     stmt = (
         update(Refund)
         .where(Refund.stripe_refund_id == stripe_refund_id, Refund.status.in_(REFUND_MOVES[to]))
-        .values(status=to, updated_at=_now())
+        .values(status=to, failure_reason=failure_reason, updated_at=_now())
         .returning(Refund.order_id, Refund.refund_key, Refund.amount, Refund.trace_id)
     )
     row = (await db.execute(stmt)).first()
     if row is None:
         return None
     change = RefundChange(*row)
-    if to in ("failed", "canceled"):
-        await db.execute(
-            update(PaymentSession)
-            .where(PaymentSession.order_id == change.order_id)
-            .values(amount_refunded=PaymentSession.amount_refunded - change.amount)
-        )
+    if to not in REFUND_HOLDS_MONEY:
+        await release_refund_amount(db, order_id=change.order_id, amount=change.amount)
     return change
 
 
 async def refund_exists(db: AsyncSession, stripe_refund_id: str) -> bool:
     stmt = select(Refund.order_id).where(Refund.stripe_refund_id == stripe_refund_id)
     return (await db.execute(stmt)).first() is not None
+
+
+async def take_refunds_to_reconcile(
+    db: AsyncSession, *, asked_before: datetime, limit: int
+) -> list[PendingRefund]:
+    """Pending refunds made, and last asked about, before `asked_before`; least recently asked
+    first, marked asked now. Rows another replica is taking are skipped (SKIP LOCKED on
+    PostgreSQL; SQLite has one writer), and the mark keeps them from its next round: each
+    pending refund is asked about by one replica at a time."""
+    last_asked = func.coalesce(Refund.reconciled_at, Refund.created_at)
+    stmt = (
+        select(Refund.order_id, Refund.refund_key, Refund.stripe_refund_id, Refund.reconciled_at)
+        .where(
+            Refund.status == "pending",
+            Refund.stripe_refund_id.is_not(None),
+            last_asked <= asked_before,
+        )
+        .order_by(last_asked)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    taken = [
+        PendingRefund(order_id, refund_key, str(refund_id), asked)
+        for order_id, refund_key, refund_id, asked in (await db.execute(stmt)).all()
+    ]
+    if taken:
+        ids = [refund.stripe_refund_id for refund in taken]
+        await db.execute(
+            update(Refund)
+            .where(one_of(Refund.stripe_refund_id, ids, postgres=is_postgres(db)))
+            .values(reconciled_at=_now())
+        )
+    return taken
+
+
+async def put_back_refund(db: AsyncSession, refund: PendingRefund) -> None:
+    """Undoes take_refunds_to_reconcile's mark: Stripe was not asked, the next round asks."""
+    await db.execute(
+        update(Refund)
+        .where(Refund.stripe_refund_id == refund.stripe_refund_id)
+        .values(reconciled_at=refund.reconciled_at)
+    )
 
 
 # --- the Stripe event log --------------------------------------------------------------------

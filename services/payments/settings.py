@@ -50,6 +50,11 @@ class PaymentsSettings(ServiceSettings):
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     reconcile_min_age_seconds: float = Field(default=300.0, ge=0)
     reconcile_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Refunds still pending this long after they were made, or after Stripe was last asked
+    # about them, are asked about (their refund.updated / refund.failed may have been lost), on
+    # the reconciler's interval and batch size. Card refunds settle within minutes; a pending
+    # one may wait days (a bank debit, a low balance), so it is asked about once per this.
+    refund_reconcile_after_seconds: float = Field(default=3600.0, ge=0)
 
     @field_validator("seed_credits")
     @classmethod

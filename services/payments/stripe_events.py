@@ -1,8 +1,9 @@
 """What a Stripe event changes: the one place where the webhook, the replay of stored events
-and the reconciler move a Checkout Session or a refund, and announce the move.
+and the reconcilers move a Checkout Session or a refund, and announce the move.
 
-A move is a conditional UPDATE that only matches from an earlier status (domain.SESSION_MOVES),
-so however many paths learn about one payment at once, exactly one of them emits for it.
+A move is a conditional UPDATE that only matches from an earlier status (domain.SESSION_MOVES,
+domain.REFUND_MOVES), so however many paths learn about one payment or refund at once, exactly
+one of them emits for it.
 """
 
 from __future__ import annotations
@@ -15,19 +16,38 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import repository
-from services.payments.domain import SESSION_MOVES, SessionStatus, refund_status, session_target
-from services.payments.models import PaymentSession
-from services.payments.repository import SessionChange
+from services.payments.domain import (
+    SESSION_MOVES,
+    RefundFailure,
+    RefundStatus,
+    SessionStatus,
+    refund_failure,
+    refund_failure_reason,
+    refund_status,
+    session_target,
+)
+from services.payments.models import PaymentSession, Refund
+from services.payments.repository import RefundChange, SessionChange
 from services.payments.stripe_gateway import CheckoutSession
 from shared.db import is_postgres, one_of
 from shared.logging import log_fields
 from shared.messages import Contract
-from shared.messages.contracts import PaymentExpired, PaymentFailed, PaymentSucceeded
+from shared.messages.contracts import (
+    PaymentExpired,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+    RefundFailed,
+)
 from shared.outbox import Outbox
 
 log = logging.getLogger("services.payments.stripe_events")
 
-REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
+# Events whose object is a refund; charge.refund.updated is the older name Stripe still sends
+# (for failed refunds, among others) beside refund.updated / refund.failed.
+REFUND_EVENTS = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
 ASYNC_FAILURE_REASON = "delayed payment failed (checkout.session.async_payment_failed)"
 # The row keeps no failure reason; only a delayed payment that failed ever reaches "failed".
 STORED_FAILURE_REASON = "delayed payment failed (announced again from the stored session)"
@@ -118,11 +138,11 @@ async def apply_event(db: AsyncSession, outbox: Outbox, event: dict[str, Any]) -
         )
         return change is not None or await _known_session(db, obj["id"], kind)
     if kind in REFUND_EVENTS:
-        return await _track_refund(db, obj)
+        return await _track_refund(db, outbox, obj)
     if kind == "charge.refunded":
         # Recent API versions leave `refunds` out of the charge; refund.updated covers those.
         refunds = (obj.get("refunds") or {}).get("data") or []
-        return all([await _track_refund(db, r) for r in refunds if isinstance(r, dict)])
+        return all([await _track_refund(db, outbox, r) for r in refunds if isinstance(r, dict)])
     return True
 
 
@@ -240,29 +260,75 @@ async def _known_session(db: AsyncSession, session_id: str, kind: str) -> bool:
     return False
 
 
-async def _track_refund(db: AsyncSession, obj: dict[str, Any]) -> bool:
+async def _track_refund(db: AsyncSession, outbox: Outbox, obj: dict[str, Any]) -> bool:
     refund_id = obj.get("id")
     if not isinstance(refund_id, str):
         return True
-    target = refund_status(obj.get("status"))
-    if target != "pending":
-        change = await repository.move_refund(db, stripe_refund_id=refund_id, to=target)
-        if change is not None:
-            level = logging.INFO if target == "succeeded" else logging.ERROR
-            log.log(
-                level,
-                "refund %s",
-                target,
-                extra=log_fields(order_id=change.order_id, refund_id=refund_id),
-            )
-            return True
-    if await repository.refund_exists(db, refund_id):
+    reason = obj.get("failure_reason")
+    change = await settle_refund(
+        db,
+        outbox,
+        stripe_refund_id=refund_id,
+        target=refund_status(obj.get("status")),
+        stripe_reason=reason if isinstance(reason, str) else None,
+    )
+    if change is not None or await repository.refund_exists(db, refund_id):
         return True
     metadata = obj.get("metadata") or {}
     if not metadata.get("refund_key"):
         log.info("refund not made by this service ignored", extra=log_fields(refund_id=refund_id))
         return True
     return False  # ours, but the transaction that stores it has not committed yet
+
+
+async def settle_refund(
+    db: AsyncSession,
+    outbox: Outbox,
+    *,
+    stripe_refund_id: str,
+    target: RefundStatus,
+    stripe_reason: str | None,
+) -> RefundChange | None:
+    """Moves the refund to `target` (Stripe's status of it, from an event or the reconciler)
+    in the caller's transaction; None when it was not in a status that may move there. A
+    refund that will not reach the shopper announces RefundFailed once; one that succeeded
+    announces nothing: PaymentRefunded answered the command when Stripe accepted it."""
+    if target == "pending":
+        return None  # still on its way
+    reason = refund_failure_reason(target, stripe_reason)
+    change = await repository.move_refund(
+        db, stripe_refund_id=stripe_refund_id, to=target, failure_reason=reason
+    )
+    if change is None:
+        return None
+    fields = log_fields(order_id=change.order_id, refund_id=stripe_refund_id)
+    failure = refund_failure(target)
+    if failure is None or reason is None:  # succeeded (a reason comes with every failure)
+        log.info("refund %s", target, extra=fields)
+        return change
+    announced = _refund_failed(change.order_id, change.refund_key, change.amount, failure, reason)
+    await outbox.emit(db, announced, correlation_id=change.trace_id)
+    log.warning("refund %s at stripe: %s", target, reason, extra=fields)
+    return change
+
+
+def refund_answer(row: Refund) -> Contract:
+    """The answer to RefundPayment from the refund's row: PaymentRefunded while Stripe has the
+    refund (pending or succeeded), RefundFailed once it will not reach the shopper."""
+    failure = refund_failure(row.status)
+    # A row that failed before failure reasons were stored has none: the generic one then.
+    reason = row.failure_reason or refund_failure_reason(row.status, None)
+    if failure is None or reason is None:
+        return PaymentRefunded(order_id=row.order_id, refund_key=row.refund_key, amount=row.amount)
+    return _refund_failed(row.order_id, row.refund_key, row.amount, failure, reason)
+
+
+def _refund_failed(
+    order_id: str, refund_key: str, amount: int, failure: RefundFailure, reason: str
+) -> RefundFailed:
+    return RefundFailed(
+        order_id=order_id, refund_key=refund_key, amount=amount, status=failure, reason=reason
+    )
 
 
 async def apply_waiting(db: AsyncSession, outbox: Outbox, object_id: str) -> int:

@@ -58,6 +58,8 @@ class StripeRefund:
     id: str
     status: str
     amount: int
+    # Why a failed refund failed (`lost_or_stolen_card`, ...), when Stripe says.
+    failure_reason: str | None = None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -198,8 +200,16 @@ class StripeGateway:
                 {"idempotency_key": key},
             ),
         )
-        obj = refund.to_dict()
-        return StripeRefund(id=obj["id"], status=str(obj.get("status")), amount=int(obj["amount"]))
+        return _stripe_refund(refund)
+
+    async def retrieve_refund(self, *, order_id: str, refund_id: str) -> StripeRefund:
+        """Stripe's current view of a refund (the refund reconciler's question)."""
+        refund = await self._call(
+            "retrieve_refund",
+            order_id,
+            lambda _key: self._client.v1.refunds.retrieve_async(refund_id),
+        )
+        return _stripe_refund(refund)
 
     async def _call(self, action: str, order_id: str, send: Any) -> Any:
         # Only POSTs send the key; a GET ignores the argument.
@@ -224,6 +234,17 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise StripeCallFailed(_describe(exc), transient=is_transient(exc)) from exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+def _stripe_refund(refund: stripe.Refund) -> StripeRefund:
+    obj = refund.to_dict()
+    reason = obj.get("failure_reason")
+    return StripeRefund(
+        id=obj["id"],
+        status=str(obj.get("status")),
+        amount=int(obj["amount"]),
+        failure_reason=reason if isinstance(reason, str) else None,
+    )
 
 
 def _checkout_session(session: stripe.checkout.Session) -> CheckoutSession:

@@ -88,7 +88,7 @@ def create_app(config: SimConfig, *, clock: Callable[[], float] = time.time) -> 
     add_refund_routes(app, api, refunds)
     add_event_routes(app, api, store)
     add_pay_page_routes(app, store)
-    add_sim_routes(app, store, faults, dispatcher)
+    add_sim_routes(app, store, refunds, faults, dispatcher)
     return app
 
 

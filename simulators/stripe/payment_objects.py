@@ -13,10 +13,20 @@ from .objects import StripeObject, list_object, new_id, set_if_present, template
 
 PaymentIntentStatus = Literal["processing", "requires_payment_method", "succeeded"]
 ChargeStatus = Literal["failed", "pending", "succeeded"]
-RefundStatus = Literal["pending", "succeeded"]
+RefundStatus = Literal["pending", "succeeded", "failed", "canceled"]
+# Stripe's documented values of a failed refund's `failure_reason`.
+RefundFailureReason = Literal[
+    "charge_for_pending_refund_disputed",
+    "declined",
+    "expired_or_canceled_card",
+    "insufficient_funds",
+    "lost_or_stolen_card",
+    "merchant_request",
+    "unknown",
+]
 
 # Stripe's test card 4242 4242 4242 4242; its details are what Checkout would record.
-_TEST_CARD_LAST4 = "4242"
+TEST_CARD_LAST4 = "4242"
 DELAYED_FAILURE_CODE = "insufficient_funds"
 DELAYED_FAILURE_MESSAGE = "The account has insufficient funds to cover this payment."
 
@@ -103,8 +113,10 @@ def charge(
     payment_intent: StripeObject,
     status: ChargeStatus,
     billing_email: str | None,
+    card_last4: str = TEST_CARD_LAST4,
 ) -> StripeObject:
-    """The charge behind ``payment_intent`` (its ``latest_charge``), nothing refunded yet."""
+    """The charge behind ``payment_intent`` (its ``latest_charge``), nothing refunded yet,
+    paid with the test card ending in ``card_last4``."""
     c = template("charge")
     amount: int = payment_intent["amount"]
     c.update(
@@ -150,7 +162,7 @@ def charge(
     if "email" in billing:
         billing["email"] = billing_email
     c["billing_details"] = billing
-    c["payment_method_details"] = _card_details(c["payment_method_details"], amount)
+    c["payment_method_details"] = _card_details(c["payment_method_details"], amount, card_last4)
     set_charge_status(c, status)
     return c
 
@@ -194,7 +206,7 @@ def _outcome(fixture_outcome: StripeObject, status: ChargeStatus) -> StripeObjec
     }
 
 
-def _card_details(fixture_details: StripeObject, amount: int) -> StripeObject:
+def _card_details(fixture_details: StripeObject, amount: int, last4: str) -> StripeObject:
     fixture_card: StripeObject = fixture_details.get("card") or {}
     values: StripeObject = {
         "amount_authorized": amount,
@@ -211,7 +223,7 @@ def _card_details(fixture_details: StripeObject, amount: int) -> StripeObject:
         "fingerprint": new_id("", 16),
         "funding": "credit",
         "incremental_authorization": {"status": "unavailable"},
-        "last4": _TEST_CARD_LAST4,
+        "last4": last4,
         "multicapture": {"status": "unavailable"},
         "network": "visa",
         "network_token": {"used": False},
@@ -242,7 +254,8 @@ def refund(
     reason: str | None,
     metadata: dict[str, str],
 ) -> StripeObject:
-    """A new card refund: ``pending`` until it settles (see :mod:`.refunds`)."""
+    """A new card refund: ``pending`` until it settles (see :mod:`.refunds`). A failed one
+    gains ``failure_reason`` and ``failure_balance_transaction`` (:func:`fail_refund`)."""
     r = template("refund")
     r.update(
         id=refund_id,
@@ -268,3 +281,16 @@ def refund(
         },
     )
     return r
+
+
+def fail_refund(r: StripeObject, reason: RefundFailureReason) -> StripeObject:
+    """Marks the refund failed, as Stripe shows it; returns the previous attributes of its
+    ``refund.updated`` event (the two failure fields were null before, as in Stripe's)."""
+    before: StripeObject = {
+        "status": r["status"],
+        "failure_reason": None,
+        "failure_balance_transaction": None,
+    }
+    # The simulator keeps no balance, so no balance transaction gives the money back either.
+    r.update(status="failed", failure_reason=reason, failure_balance_transaction=None)
+    return before

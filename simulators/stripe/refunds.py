@@ -1,7 +1,13 @@
 """Refunds: created ``pending`` (``refund.created``), then settled to ``succeeded``.
 
 Settling emits ``refund.updated`` and ``charge.refunded``, as a real card refund does
-once the network has accepted it. State lives under the store's lock, like the rest.
+once the network has accepted it. A refund can also end without reaching the customer, as
+Stripe documents: ``failed`` (from pending, or after it succeeded: the bank returned it; with a
+``failure_reason``), emitting ``refund.updated``, ``refund.failed`` and the older
+``charge.refund.updated``; or ``canceled`` while pending, emitting ``refund.updated`` and
+``charge.refund.updated``. Either gives its amount back to what may still be refunded. Refunds
+of the refund-failing test card fail by themselves once settled; any other fails or is
+canceled through the ``/_sim/refunds/...`` controls. State lives under the store's lock.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from typing import Any
 
 from . import objects, payment_objects
 from .objects import ParamError, StripeApiError, StripeObject
+from .payment_objects import RefundFailureReason
 from .store import NO_REQUEST, RequestContext, SimStore
 
 log = logging.getLogger(__name__)
 
 # Stripe lists this many refunds inline in `charge.refunds`; more are behind has_more.
 _CHARGE_REFUNDS_INLINE = 10
+# Why refunds of the refund-failing test card fail (the simulator's choice of Stripe's values).
+REFUND_FAILING_CARD_REASON: RefundFailureReason = "expired_or_canceled_card"
 
 
 class RefundLedger:
@@ -92,10 +101,7 @@ class RefundLedger:
 
     async def get(self, refund_id: str) -> StripeObject:
         async with self._store.lock:
-            try:
-                return copy.deepcopy(self._refunds[refund_id])
-            except KeyError:
-                raise objects.resource_missing("refund", refund_id, "refund") from None
+            return copy.deepcopy(self._refund_locked(refund_id))
 
     async def settle(self, refund_id: str) -> None:
         """Pending -> succeeded; emits ``refund.updated`` then ``charge.refunded``."""
@@ -115,12 +121,58 @@ class RefundLedger:
             self._list_refunds_on_charge_locked(refund["charge"])
             changed = {k: v for k, v in before.items() if charge[k] != v}
             self._store.emit_locked("charge.refunded", charge, NO_REQUEST, changed)
+            if self._store.refunds_fail(refund["payment_intent"]):
+                self._spawn(self._fail_later(refund_id))
+
+    async def fail(self, refund_id: str, reason: RefundFailureReason) -> StripeObject:
+        """Pending or succeeded -> failed: the money did not reach the customer (a closed or
+        lost card); returns the refund."""
+        async with self._store.lock:
+            refund = self._refund_locked(refund_id)
+            before = refund["status"]
+            if before not in ("pending", "succeeded"):
+                raise _not_on_its_way(refund, "fail")
+            previous = payment_objects.fail_refund(refund, reason)
+            self._give_back_locked(refund, was_counted=before == "succeeded")
+            self._store.emit_locked("refund.updated", refund, NO_REQUEST, previous)
+            self._store.emit_locked("refund.failed", refund, NO_REQUEST)
+            self._store.emit_locked("charge.refund.updated", refund, NO_REQUEST, previous)
+            return copy.deepcopy(refund)
+
+    async def cancel(self, refund_id: str) -> StripeObject:
+        """Pending -> canceled (it never left Stripe); returns the refund."""
+        async with self._store.lock:
+            refund = self._refund_locked(refund_id)
+            if refund["status"] != "pending":
+                raise _not_on_its_way(refund, "be canceled")
+            refund["status"] = "canceled"
+            self._give_back_locked(refund, was_counted=False)
+            previous = {"status": "pending"}
+            self._store.emit_locked("refund.updated", refund, NO_REQUEST, previous)
+            self._store.emit_locked("charge.refund.updated", refund, NO_REQUEST, previous)
+            return copy.deepcopy(refund)
 
     async def aclose(self) -> None:
         """Cancel refunds still waiting to settle (on shutdown)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _refund_locked(self, refund_id: str) -> StripeObject:
+        try:
+            return self._refunds[refund_id]
+        except KeyError:
+            raise objects.resource_missing("refund", refund_id, "refund") from None
+
+    def _give_back_locked(self, refund: StripeObject, *, was_counted: bool) -> None:
+        """A refund that ended without paying out: its amount may be refunded again, and a
+        charge that had counted it as refunded no longer does."""
+        self._reserved[refund["payment_intent"]] -= refund["amount"]
+        charge = self._store.charge_locked(refund["charge"])
+        if was_counted:
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        self._list_refunds_on_charge_locked(refund["charge"])
 
     def _list_refunds_on_charge_locked(self, charge_id: str) -> None:
         charge = self._store.charge_locked(charge_id)
@@ -140,8 +192,24 @@ class RefundLedger:
         except Exception:
             log.exception("settling refund %s failed", refund_id)
 
+    async def _fail_later(self, refund_id: str) -> None:
+        await asyncio.sleep(self._settle_seconds)
+        try:
+            await self.fail(refund_id, REFUND_FAILING_CARD_REASON)
+        except StripeApiError:
+            pass  # failed or canceled meanwhile through a control: it stays as it is
+        except Exception:
+            log.exception("failing refund %s failed", refund_id)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         # Keep a reference: the loop holds tasks only weakly.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _not_on_its_way(refund: StripeObject, action: str) -> StripeApiError:
+    return StripeApiError(
+        400,
+        f"Refund {refund['id']} has a status of `{refund['status']}` and cannot {action}.",
+    )

@@ -1,6 +1,9 @@
-"""Payment Intent endpoint: ``GET /v1/payment_intents/{id}`` (intents are created by paying)."""
+"""Payment Intent and Charge endpoints: ``GET /v1/payment_intents/{id}`` and
+``GET /v1/charges/{id}`` (both are created by paying)."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
@@ -11,10 +14,17 @@ from .stripe_api import StripeApi
 
 
 def add_payment_intent_routes(app: FastAPI, api: StripeApi, store: SimStore) -> None:
-    @app.get("/v1/payment_intents/{pi_id}")
-    async def retrieve_payment_intent(request: Request, pi_id: str) -> Response:
+    _add_retrieve(app, api, "/v1/payment_intents/{object_id}", store.get_payment_intent)
+    _add_retrieve(app, api, "/v1/charges/{object_id}", store.get_charge)
+
+
+def _add_retrieve(
+    app: FastAPI, api: StripeApi, path: str, read: Callable[[str], Awaitable[StripeObject]]
+) -> None:
+    @app.get(path)
+    async def retrieve(request: Request, object_id: str) -> Response:
         async def handler(params: Params, ctx: RequestContext) -> StripeObject:
             reject_unknown(params, frozenset())
-            return await store.get_payment_intent(pi_id)
+            return await read(object_id)
 
         return await api.call(request, handler)

@@ -1,8 +1,10 @@
 """Simulator controls under ``/_sim/``: health, paying or expiring a session directly,
-delayed payment results, event redelivery and fault injection (JSON bodies)."""
+delayed payment results, refunds that fail or are canceled, event redelivery and fault
+injection (JSON bodies)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -10,7 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .faults import Faults, FaultsUpdate
-from .objects import StripeApiError
+from .objects import StripeApiError, StripeObject
+from .payment_objects import RefundFailureReason
+from .refunds import RefundLedger
 from .store import NO_REQUEST, AsyncOutcome, PaymentMethodKind, SimStore
 from .stripe_api import error_response
 from .webhooks import WebhookDispatcher
@@ -31,8 +35,26 @@ class AsyncResultBody(BaseModel):
     outcome: AsyncOutcome
 
 
+class RefundFailureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    failure_reason: RefundFailureReason = "unknown"
+
+
+async def _answer(change: Awaitable[StripeObject]) -> Response:
+    """The control's result as JSON, or Stripe's error body for a change it refused."""
+    try:
+        return JSONResponse(await change)
+    except StripeApiError as exc:
+        return error_response(exc)
+
+
 def add_sim_routes(
-    app: FastAPI, store: SimStore, faults: Faults, dispatcher: WebhookDispatcher
+    app: FastAPI,
+    store: SimStore,
+    refunds: RefundLedger,
+    faults: Faults,
+    dispatcher: WebhookDispatcher,
 ) -> None:
     """Test/automation controls; not part of Stripe's API, hence no API key."""
 
@@ -44,28 +66,29 @@ def add_sim_routes(
     async def sim_pay(session_id: str, body: PayBody | None = None) -> Response:
         # No body (the original form of this call) pays by card.
         pay = body or PayBody()
-        try:
-            return JSONResponse(
-                await store.complete_session(
-                    session_id, NO_REQUEST, pay.payment_method, amount_total=pay.amount_total
-                )
+        return await _answer(
+            store.complete_session(
+                session_id, NO_REQUEST, pay.payment_method, amount_total=pay.amount_total
             )
-        except StripeApiError as exc:
-            return error_response(exc)
+        )
 
     @app.post("/_sim/sessions/{session_id}/async_result")
     async def sim_async_result(session_id: str, body: AsyncResultBody) -> Response:
-        try:
-            return JSONResponse(await store.settle_delayed_payment(session_id, body.outcome))
-        except StripeApiError as exc:
-            return error_response(exc)
+        return await _answer(store.settle_delayed_payment(session_id, body.outcome))
 
     @app.post("/_sim/sessions/{session_id}/expire_now")
     async def sim_expire_now(session_id: str) -> Response:
-        try:
-            return JSONResponse(await store.force_expire(session_id))
-        except StripeApiError as exc:
-            return error_response(exc)
+        return await _answer(store.force_expire(session_id))
+
+    @app.post("/_sim/refunds/{refund_id}/fail")
+    async def sim_fail_refund(refund_id: str, body: RefundFailureBody | None = None) -> Response:
+        """The bank returns the refund (pending or succeeded): answers with the failed refund."""
+        return await _answer(refunds.fail(refund_id, (body or RefundFailureBody()).failure_reason))
+
+    @app.post("/_sim/refunds/{refund_id}/cancel")
+    async def sim_cancel_refund(refund_id: str) -> Response:
+        """A pending refund canceled before it left Stripe: answers with the refund."""
+        return await _answer(refunds.cancel(refund_id))
 
     @app.post("/_sim/events/{event_id}/redeliver")
     async def sim_redeliver(event_id: str) -> Response:

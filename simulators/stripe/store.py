@@ -23,8 +23,11 @@ from .objects import ParamError, StripeApiError, StripeObject
 from .pagination import ListFilter, Page, paginate
 
 EventSink = Callable[[StripeObject], None]
-# `delayed` stands for the bank debits whose result arrives days later in real Stripe.
-PaymentMethodKind = Literal["card", "delayed"]
+# `delayed` stands for the bank debits whose result arrives days later in real Stripe;
+# `card_refund_fails` for Stripe's test card 4000 0000 0000 5126, whose refunds are accepted and
+# fail later (the card was closed), as a real card's refund may fail days after it was made.
+PaymentMethodKind = Literal["card", "delayed", "card_refund_fails"]
+REFUND_FAILING_CARD_LAST4 = "5126"
 AsyncOutcome = Literal["succeeded", "failed"]
 
 
@@ -85,6 +88,8 @@ class SimStore:
         self._line_items: dict[str, tuple[LineItem, ...]] = {}
         self._payment_intents: dict[str, StripeObject] = {}
         self._session_by_pi: dict[str, str] = {}
+        # Payment intents paid with the refund-failing test card.
+        self._refunds_fail: set[str] = set()
         self._charges: dict[str, StripeObject] = {}
         self._events: dict[str, StripeObject] = {}
         self.idempotency = IdempotencyKeys(lock=self.lock, clock=clock)
@@ -195,11 +200,16 @@ class SimStore:
             email = session["customer_email"] or "customer@example.com"
             self._payment_intents[pi["id"]] = pi
             self._session_by_pi[pi["id"]] = session_id
+            last4 = payment_objects.TEST_CARD_LAST4
+            if payment_method == "card_refund_fails":
+                self._refunds_fail.add(pi["id"])
+                last4 = REFUND_FAILING_CARD_LAST4
             self._charges[charge_id] = payment_objects.charge(
                 charge_id=charge_id,
                 payment_intent=pi,
                 status="pending" if delayed else "succeeded",
                 billing_email=email,
+                card_last4=last4,
             )
             session.update(
                 status="complete",
@@ -286,16 +296,21 @@ class SimStore:
 
     async def get_payment_intent(self, pi_id: str) -> StripeObject:
         async with self.lock:
-            try:
-                return copy.deepcopy(self._payment_intents[pi_id])
-            except KeyError:
-                raise objects.resource_missing("payment_intent", pi_id, "intent") from None
+            return _copy_or_404(self._payment_intents, pi_id, "payment_intent", "intent")
+
+    async def get_charge(self, charge_id: str) -> StripeObject:
+        async with self.lock:
+            return _copy_or_404(self._charges, charge_id, "charge", "charge")
 
     # --- for the refund ledger and the webhook dispatcher ----------------------
 
     def payment_intent_locked(self, pi_id: str) -> StripeObject | None:
         """The stored intent itself, to be read or changed while holding ``lock``."""
         return self._payment_intents.get(pi_id)
+
+    def refunds_fail(self, pi_id: str) -> bool:
+        """Whether the intent was paid with the refund-failing test card (a plain read)."""
+        return pi_id in self._refunds_fail
 
     def charge_locked(self, charge_id: str) -> StripeObject:
         """The stored charge itself, to be read or changed while holding ``lock``."""
@@ -370,6 +385,15 @@ class SimStore:
             event = self._events.get(event_id)
             if event is not None and event["pending_webhooks"] > 0:
                 event["pending_webhooks"] -= 1
+
+
+def _copy_or_404(
+    stored: dict[str, StripeObject], object_id: str, object_name: str, param: str
+) -> StripeObject:
+    try:
+        return copy.deepcopy(stored[object_id])
+    except KeyError:
+        raise objects.resource_missing(object_name, object_id, param) from None
 
 
 def check_session_expand(expand: Iterable[str]) -> None:

@@ -3,14 +3,17 @@ stored Checkout Sessions, and webhooks posted to it as Stripe posts them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+import httpx
+import stripe
+from sqlalchemy import select, text
 
 from services.payments import repository
-from services.payments.models import PaymentSession, StripeEvent
+from services.payments.models import PaymentSession, Refund, StripeEvent
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_gateway import CheckoutSession
 from shared.messages import Envelope
@@ -21,11 +24,15 @@ from shared.messages.contracts import (
     PaymentFailed,
     PaymentLine,
     PaymentPending,
+    PaymentRefunded,
     PaymentSucceeded,
+    RefundFailed,
+    RefundPayment,
 )
-from tests.support.rig import ServiceRig, new_order_id, settings_for
+from tests.support.rig import ServiceRig, as_user, new_order_id, settings_for
 from tests.support.stripe_sim import API_KEY, WEBHOOK_SECRET, Delivery, Sim, webhooks_of
 
+T = TypeVar("T")
 WEBHOOK_PATH = "/webhooks/stripe"
 # What payments may answer the saga's InquirePayment with.
 INQUIRY_ANSWERS = (
@@ -34,6 +41,8 @@ INQUIRY_ANSWERS = (
     PaymentExpired.TYPE,
     PaymentPending.TYPE,
 )
+# What payments may say about a money refund.
+REFUND_OUTCOMES = (PaymentRefunded.TYPE, RefundFailed.TYPE)
 
 
 def payments_settings(database_url: str, **overrides: Any) -> PaymentsSettings:
@@ -153,11 +162,14 @@ async def send_create(payments: ServiceRig, order_id: str) -> str:
     return (await stored_session(payments, order_id)).session_id
 
 
-async def paid_order(payments: ServiceRig, sim: Sim) -> tuple[str, str, str]:
-    """An order paid by card at the simulator, its webhook delivered: (order, session, intent)."""
+async def paid_order(
+    payments: ServiceRig, sim: Sim, *, payment_method: str = "card"
+) -> tuple[str, str, str]:
+    """An order paid by card (or another of the simulator's card kinds) at the simulator, its
+    webhook delivered: (order, session, intent)."""
     order = new_order_id()
     session_id = await send_create(payments, order)
-    paid = await sim.control(f"sessions/{session_id}/pay")
+    paid = await sim.control(f"sessions/{session_id}/pay", {"payment_method": payment_method})
     await forward(payments, await webhooks_of(sim, "checkout.session.completed", session_id))
     intent = paid["data"]["object"]["payment_intent"]
     assert (await stored_session(payments, order)).status == "complete"
@@ -174,3 +186,88 @@ async def inquiry_answers(payments: ServiceRig, order_id: str) -> list[tuple[str
     payload): whichever path emitted it (webhook, reconciler, inquiry)."""
     emitted = await payments.emitted(correlation_id=order_id)
     return [(e.type, e.payload) for e in emitted if e.type in INQUIRY_ANSWERS]
+
+
+# --- money refunds ---------------------------------------------------------------------------
+
+
+def refund_payment(order_id: str, amount: int, key: str = "failed-lines-2") -> RefundPayment:
+    """The saga's RefundPayment of `amount` of the order's payment under `key`."""
+    return RefundPayment(order_id=order_id, refund_key=key, amount=amount, reason="line 2 failed")
+
+
+def refunded(order_id: str, amount: int, key: str = "failed-lines-2") -> tuple[str, dict[str, Any]]:
+    """PaymentRefunded as refund_outcomes lists it."""
+    return PaymentRefunded.TYPE, {"order_id": order_id, "refund_key": key, "amount": amount}
+
+
+def refund_failed(
+    order_id: str, amount: int, reason: str, *, key: str = "failed-lines-2", status: str = "failed"
+) -> tuple[str, dict[str, Any]]:
+    """RefundFailed as refund_outcomes lists it."""
+    answer = {"order_id": order_id, "refund_key": key, "amount": amount}
+    return RefundFailed.TYPE, {**answer, "status": status, "reason": reason}
+
+
+async def stored_refund(payments: ServiceRig, order_id: str, key: str) -> Refund:
+    async with payments.runtime.sessionmaker() as db:
+        row = await db.get(Refund, (order_id, key))
+    assert row is not None, f"no refund {key!r} of {order_id}"
+    return row
+
+
+async def refund_outcomes(payments: ServiceRig, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every PaymentRefunded / RefundFailed emitted for the order, oldest first, as (type,
+    payload): whichever path emitted it (the command, a webhook, the reconciler)."""
+    emitted = await payments.emitted(correlation_id=order_id)
+    return [(e.type, e.payload) for e in emitted if e.type in REFUND_OUTCOMES]
+
+
+async def refund_elsewhere(sim: Sim, intent: str, amount: int | None = None) -> str:
+    """A refund made outside this service (the Dashboard), straight at Stripe; its id."""
+    http = stripe.HTTPXClient()
+    try:
+        params: dict[str, Any] = {"payment_intent": intent}
+        if amount is not None:
+            params["amount"] = amount
+        made = await sim.client(http_client=http).v1.refunds.create_async(params)  # type: ignore[arg-type]
+        return str(made.id)
+    finally:
+        await http.close_async()
+
+
+async def reconcile_refunds(payments: ServiceRig, **params: Any) -> httpx.Response:
+    """The operator's refund reconciliation round (`older_than_seconds` overrides the age)."""
+    return await payments.http.post(
+        "/operator/refunds/reconcile", params=params, headers=as_user("ops", operator=True)
+    )
+
+
+# --- races on PostgreSQL ---------------------------------------------------------------------
+
+
+async def behind_a_held_lock(
+    payments: ServiceRig, lock: str, params: dict[str, str], *writers: Awaitable[T]
+) -> list[T]:
+    """Runs the writers (of any replica on the same database) while a blocker holds the row
+    lock `lock` takes; lets go once all of them wait on a lock, so none decides before every
+    one has started. PostgreSQL only."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with payments.runtime.engine.connect() as blocker:
+        held = await blocker.begin()
+        await blocker.execute(text(lock), params)
+        racing = asyncio.gather(*writers)
+        async with payments.runtime.engine.connect() as watcher:
+            for _ in range(200):
+                queued = (await watcher.execute(waiting)).scalar_one()
+                await watcher.rollback()  # pg_stat_activity is a snapshot per transaction
+                if queued >= len(writers):
+                    break
+                await asyncio.sleep(0.025)
+            else:
+                raise AssertionError(f"{len(writers)} writers never queued on the lock")
+        await held.rollback()
+        return await racing

@@ -172,10 +172,13 @@ def _receiver_of(sim: Sim) -> Receiver:
     return sim.receiver
 
 
-async def webhooks_of(sim: Sim, event_type: str, object_id: str) -> list[Delivery]:
-    """The deliveries of `event_type` for `object_id`, once at least one has arrived."""
+async def webhooks_of(
+    sim: Sim, event_type: str, object_id: str, *, at_least: int = 1
+) -> list[Delivery]:
+    """The deliveries of `event_type` for `object_id`, once at least `at_least` have arrived
+    (several events of one type, e.g. a refund's `refund.updated` to succeeded, then failed)."""
     for _ in range(200):
-        if found := _receiver_of(sim).for_object(event_type, object_id):
+        if len(found := _receiver_of(sim).for_object(event_type, object_id)) >= at_least:
             return found
         await asyncio.sleep(0.025)
     raise AssertionError(f"the simulator never sent {event_type} for {object_id}")
@@ -252,6 +255,20 @@ def session_params(**overrides: Any) -> Any:
     }
     params.update(overrides)
     return params
+
+
+async def paid_intent(sim: Sim, *, payment_method: str = "card") -> str:
+    """A Checkout Session (`session_params`, EUR 34.99) made with the SDK and paid at the
+    simulator with `payment_method` (a simulator kind: `card`, `card_refund_fails`, ...); the
+    id of its payment intent."""
+    http = stripe.HTTPXClient()
+    try:
+        client = sim.client(http_client=http)
+        session = await client.v1.checkout.sessions.create_async(session_params())
+    finally:
+        await http.close_async()
+    paid = await sim.control(f"sessions/{session.id}/pay", {"payment_method": payment_method})
+    return str(paid["data"]["object"]["payment_intent"])
 
 
 def raw_json(obj: stripe.StripeObject) -> dict[str, Any]:
