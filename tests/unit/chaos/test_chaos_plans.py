@@ -8,16 +8,23 @@ import random
 
 import pytest
 
-from chaos.scenarios import EXPECTED, EXTRA_CATALOGUE, MIX, Plan, Scenario, choose
+from chaos import scenarios
+from chaos.scenarios import (
+    EXPECTED,
+    MIX,
+    SCARCE_PREFIX,
+    Plan,
+    Scenario,
+    catalogue,
+    choose,
+    panel_capacity,
+)
 from chaos.schedule import PROFILES, draw
 from services.cart.bootstrap import DEFAULT_CATALOGUE
 
 PROCESSES = ["cart", "orders", "orders-2", "payments", "payments-2", "provisioning"]
 SERVICES = ["cart", "orders", "payments", "provisioning"]
-CREDIT_PRICE = {
-    **{str(i["id"]): i["credit_price"] for i in DEFAULT_CATALOGUE},
-    **{k: v["credit_price"] for k, v in EXTRA_CATALOGUE.items()},
-}
+DEFAULT_CREDIT_PRICE = {str(i["id"]): i["credit_price"] for i in DEFAULT_CATALOGUE}
 
 
 def test_the_same_seed_draws_the_same_schedule_and_another_seed_a_different_one() -> None:
@@ -85,22 +92,55 @@ def test_every_scenario_appears_and_the_mix_is_repeatable() -> None:
     assert len(plans) == 150
     assert {p.scenario for p in plans} == set(Scenario)
     assert plans == choose(random.Random(5), 150)
-    assert set(MIX) == set(EXPECTED) == set(Scenario)
+    assert set(MIX) | {Scenario.SOME_UNITS_FAIL} == set(EXPECTED) == set(Scenario)
 
 
-def _credits_needed(plan: Plan) -> int:
-    return sum((CREDIT_PRICE[item] or 0) * qty for item, qty in plan.lines.items())
+def test_scarce_server_buyers_take_the_place_of_some_shoppers_and_leave_the_others_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    after = choose(random.Random(2), 150)
+    monkeypatch.setattr(scenarios, "_replace_some", lambda rng, plans: None)
+    before = choose(random.Random(2), 150)
+    changed = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b != a]
+    assert len(changed) == 9  # 6 in 100
+    assert {after[i].scenario for i in changed} == {Scenario.SOME_UNITS_FAIL}
+    assert Scenario.SOME_UNITS_FAIL not in {p.scenario for p in before}
+
+
+def test_each_scarce_buyer_has_a_plan_of_its_own_that_the_panel_builds_one_server_of() -> None:
+    plans = choose(random.Random(2), 150)
+    scarce = [p for p in plans if p.scenario is Scenario.SOME_UNITS_FAIL]
+    items = [next(i for i in p.lines if i.startswith(SCARCE_PREFIX)) for p in scarce]
+    assert len(set(items)) == len(scarce)
+    assert all(
+        2 <= p.lines[i] <= 3 and p.lines["credits-100"] == 1
+        for p, i in zip(scarce, items, strict=True)
+    )
+    assert {p.use_credits for p in scarce} == {True, False}
+    assert sorted(panel_capacity(plans).split(",")) == sorted(f"{i}=1" for i in items)
+    added = catalogue(plans)
+    assert all(added[i]["kind"] == "server_plan" for i in items)
+    assert "vps-doomed" in added
+
+
+def _credits_needed(plan: Plan, credit_price: dict[str, int | None]) -> int:
+    return sum((credit_price[item] or 0) * qty for item, qty in plan.lines.items())
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_each_plan_owns_exactly_the_credits_its_scenario_intends(seed: int) -> None:
-    for plan in choose(random.Random(seed), 40):
-        needed = _credits_needed(plan)
+    plans = choose(random.Random(seed), 40)
+    credit_price = {
+        **DEFAULT_CREDIT_PRICE,
+        **{k: v["credit_price"] for k, v in catalogue(plans).items()},
+    }
+    for plan in plans:
+        needed = _credits_needed(plan, credit_price)
         if plan.scenario is Scenario.INSUFFICIENT:
             assert plan.use_credits and plan.credits == needed - 1
         elif plan.scenario is Scenario.CHANGE_CART:
             # The shopper adds one more 10-session package after opening the session.
-            assert plan.credits == needed + CREDIT_PRICE["pkg-10"]
+            assert plan.credits == needed + credit_price["pkg-10"]
         elif plan.use_credits:
             assert plan.credits == needed
         else:
