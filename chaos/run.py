@@ -31,7 +31,13 @@ from chaos.injector import Injector, rabbitmqctl
 from chaos.invariants import InvariantResult, check_all
 from chaos.quiesce import wait_quiet
 from chaos.report import render
-from chaos.schedule import PROFILES, draw
+from chaos.schedule import (
+    PROFILES,
+    PROVISIONING_MAX_ATTEMPTS,
+    PROVISIONING_TIMEOUT_SECONDS,
+    STEP_TIMEOUT_SECONDS,
+    draw,
+)
 from chaos.snapshot import take_snapshot
 from devstack import infra
 from devstack.stack import (
@@ -56,8 +62,14 @@ def overrides(plans: list[scenarios.Plan]) -> dict[str, dict[str, str]]:
 
     Short Stripe timeouts and retries so that injected Stripe faults are recovered within the
     run; a reconciler that looks at sessions after seconds, not minutes, so dropped webhooks are
-    too. A panel that refuses the failing plan and builds one server of each scarce plan."""
+    too. Saga deadlines a stop can outlast (chaos/schedule.py). A panel that refuses the failing
+    plan and builds one server of each scarce plan."""
     return {
+        "orders": {
+            "ORDERS_STEP_TIMEOUT_SECONDS": str(STEP_TIMEOUT_SECONDS),
+            "ORDERS_PROVISIONING_TIMEOUT_SECONDS": str(PROVISIONING_TIMEOUT_SECONDS),
+            "ORDERS_PROVISIONING_MAX_ATTEMPTS": str(PROVISIONING_MAX_ATTEMPTS),
+        },
         "payments": {
             "PAYMENTS_STRIPE_TIMEOUT_SECONDS": "3",
             "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.2",
