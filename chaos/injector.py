@@ -20,13 +20,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from chaos.schedule import Fault
+from chaos.schedule import LEADING_STEPS, PRIME_WAIT_SECONDS, PRIMED_SAGAS, Fault
 from devstack import infra
 from devstack.stack import Stack
 
 log = logging.getLogger("chaos")
 
 STRIPE_TIMEOUT_HOLD_SECONDS = 6.0  # longer than the payments' Stripe timeout in the chaos stack
+LEADING_SAGAS = "SELECT count(*) FROM saga_instances WHERE step = ANY($1::text[])"
 TERMINATE_BACKENDS = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
     "WHERE datname = $1 AND pid <> pg_backend_pid()"
@@ -82,7 +83,13 @@ class Injector:
         p = fault.params
         match fault.kind:
             case "kill":
-                await self._kill(fault.target, float(p["down_s"]))
+                await self._hold_down([fault.target], signal.SIGKILL, float(p["down_s"]))
+            case "stop_past_deadline":
+                # Stopped as an orchestrator stops a service (SIGTERM, then SIGKILL after 10 s),
+                # every replica: nobody answers the saga until it is started again.
+                await self._primed(fault.target)
+                names = [proc.name for proc in self._stack.instances(fault.target)]
+                await self._hold_down(names, signal.SIGTERM, float(p["down_s"]))
             case "broker_drop":
                 async with self._broker:
                     await asyncio.to_thread(
@@ -123,17 +130,47 @@ class Injector:
             case _:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
 
-    async def _kill(self, name: str, down: float) -> None:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            self._held.add(name)
+    async def _primed(self, service: str) -> None:
+        """Returns once orders holds PRIMED_SAGAS sagas about to need `service`, or after
+        PRIME_WAIT_SECONDS: a stop that finds none lets no deadline pass."""
+        steps = [step.value for step in LEADING_STEPS[service]]
+        dsn = infra.asyncpg_dsn(self._stack.database_urls["orders"])
+        started = time.monotonic()
+        while time.monotonic() < started + PRIME_WAIT_SECONDS:
+            # Unreachable (an orders outage) counts as none yet.
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn = await asyncpg.connect(dsn, timeout=5)
+                try:
+                    leading = await conn.fetchval(LEADING_SAGAS, steps)
+                finally:
+                    await conn.close()
+                if leading >= PRIMED_SAGAS:
+                    log.info(
+                        "%s stops after %.1fs: %d sagas about to need it",
+                        service,
+                        time.monotonic() - started,
+                        leading,
+                    )
+                    return
+            await asyncio.sleep(0.25)
+        log.warning("%s stops with fewer than %d sagas about to need it", service, PRIMED_SAGAS)
+
+    async def _hold_down(self, names: list[str], sig: int, down: float) -> None:
+        """Stop the processes with `sig`, keep them down for `down` seconds once they have all
+        exited, then start them again. The supervisor leaves them alone meanwhile (they are held
+        and locked); their locks are taken in one order, so two faults never wait on each other."""
+        async with contextlib.AsyncExitStack() as locked:
+            for name in sorted(names):
+                await locked.enter_async_context(self._locks.setdefault(name, asyncio.Lock()))
+            self._held.update(names)
             try:
-                proc = self._stack.procs[name]
-                await asyncio.to_thread(proc.stop, signal.SIGKILL)
+                await asyncio.gather(
+                    *(asyncio.to_thread(self._stack.procs[n].stop, sig) for n in names)
+                )
                 await asyncio.sleep(down)
-                await self._start(name)
+                await asyncio.gather(*(self._start(n) for n in names))
             finally:
-                self._held.discard(name)
+                self._held.difference_update(names)
 
     async def _start(self, name: str) -> None:
         """Start until ready, as an orchestrator would: a start that fails is tried again."""

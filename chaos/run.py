@@ -31,7 +31,13 @@ from chaos.injector import Injector, rabbitmqctl
 from chaos.invariants import InvariantResult, check_all
 from chaos.quiesce import wait_quiet
 from chaos.report import render
-from chaos.schedule import PROFILES, draw
+from chaos.schedule import (
+    PROFILES,
+    PROVISIONING_MAX_ATTEMPTS,
+    PROVISIONING_TIMEOUT_SECONDS,
+    STEP_TIMEOUT_SECONDS,
+    draw,
+)
 from chaos.snapshot import take_snapshot
 from devstack import infra
 from devstack.stack import (
@@ -50,19 +56,33 @@ log = logging.getLogger("chaos")
 DEFAULT_CHECKOUTS = {"short": 150, "full": 1000}
 REPLICAS = {"orders": 2, "payments": 2}
 
-# Short Stripe timeouts and retries so that injected Stripe faults are recovered within the run;
-# a reconciler that looks at sessions after seconds, not minutes, so dropped webhooks are too.
-OVERRIDES: dict[str, dict[str, str]] = {
-    "payments": {
-        "PAYMENTS_STRIPE_TIMEOUT_SECONDS": "3",
-        "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.2",
-        "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "2",
-        "PAYMENTS_RECONCILE_INTERVAL_SECONDS": "5",
-        "PAYMENTS_RECONCILE_MIN_AGE_SECONDS": "5",
-        "PAYMENTS_STRIPE_EVENT_RETRY_SECONDS": "2",
-    },
-    "panel_sim": {"PANEL_SIM_FAIL_PLANS": scenarios.FAILING_PLANS},
-}
+
+def overrides(plans: list[scenarios.Plan]) -> dict[str, dict[str, str]]:
+    """The stack's environment for this run's plans.
+
+    Short Stripe timeouts and retries so that injected Stripe faults are recovered within the
+    run; a reconciler that looks at sessions after seconds, not minutes, so dropped webhooks are
+    too. Saga deadlines a stop can outlast (chaos/schedule.py). A panel that refuses the failing
+    plan and builds one server of each scarce plan."""
+    return {
+        "orders": {
+            "ORDERS_STEP_TIMEOUT_SECONDS": str(STEP_TIMEOUT_SECONDS),
+            "ORDERS_PROVISIONING_TIMEOUT_SECONDS": str(PROVISIONING_TIMEOUT_SECONDS),
+            "ORDERS_PROVISIONING_MAX_ATTEMPTS": str(PROVISIONING_MAX_ATTEMPTS),
+        },
+        "payments": {
+            "PAYMENTS_STRIPE_TIMEOUT_SECONDS": "3",
+            "PAYMENTS_STRIPE_RETRY_BASE_SECONDS": "0.2",
+            "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "2",
+            "PAYMENTS_RECONCILE_INTERVAL_SECONDS": "5",
+            "PAYMENTS_RECONCILE_MIN_AGE_SECONDS": "5",
+            "PAYMENTS_STRIPE_EVENT_RETRY_SECONDS": "2",
+        },
+        "panel_sim": {
+            "PANEL_SIM_FAIL_PLANS": scenarios.FAILING_PLANS,
+            "PANEL_SIM_PLAN_CAPACITY": scenarios.panel_capacity(plans),
+        },
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,16 +135,18 @@ async def run(args: argparse.Namespace) -> int:
     await asyncio.to_thread(rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     # Its own vhost: the connection-drop fault then hits this run's connections only.
     rabbitmq_url = infra.rabbitmq_url().rstrip("/") + "/" + vhost
+    # Drawn before the stack exists: the panel is told the scarce plans' capacity at start.
+    plans = scenarios.choose(random.Random(seed), count)
     stack = await create_stack(
         admin_url,
         rabbitmq_url,
         run_id=run_id,
         log_dir=out / "logs",
-        overrides=OVERRIDES,
+        overrides=overrides(plans),
         replicas=REPLICAS,
     )
     try:
-        return await _run(stack, args, seed=seed, count=count, window=window, out=out)
+        return await _run(stack, args, seed=seed, plans=plans, window=window, out=out)
     finally:
         await asyncio.to_thread(stack.stop)
         if not args.keep:
@@ -133,14 +155,19 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _run(
-    stack: Stack, args: argparse.Namespace, *, seed: int, count: int, window: float, out: Path
+    stack: Stack,
+    args: argparse.Namespace,
+    *,
+    seed: int,
+    plans: list[scenarios.Plan],
+    window: float,
+    out: Path,
 ) -> int:
     admin_url = infra.postgres_admin_url()
+    count = len(plans)
     await asyncio.to_thread(stack.migrate)
     await asyncio.to_thread(stack.start)
-    await _add_catalogue(stack)
-    rng = random.Random(seed)
-    plans = scenarios.choose(rng, count)
+    await _add_catalogue(stack, scenarios.catalogue(plans))
     processes = [n for n in stack.procs if service_of(n) in SERVICES]
     faults = draw(seed, PROFILES[args.profile], processes, list(SERVICES), window)
     print(
@@ -208,6 +235,12 @@ async def _run(
     faults_injected["provisioning.failing_items"] = sum(
         p.lines.get(scenarios.FAILING_ITEM, 0) for p in plans
     )
+    faults_injected["provisioning.sold_out_units"] = sum(
+        qty - scenarios.SCARCE_CAPACITY
+        for p in plans
+        for item, qty in p.lines.items()
+        if item.startswith(scenarios.SCARCE_PREFIX)
+    )
     by_status = Counter(statuses.get(r.order_id or "", "no order") for r in records)
     absorbed = _duplicates_absorbed(stack)
     report = render(
@@ -273,10 +306,10 @@ def _write(out: Path, report: str, details: str) -> None:
     (out / "report.json").write_text(details)
 
 
-async def _add_catalogue(stack: Stack) -> None:
+async def _add_catalogue(stack: Stack, items: dict[str, dict[str, Any]]) -> None:
     token = issue_token(JWT_SECRET, "chaos-operator", roles=("operator",))
     async with httpx.AsyncClient(timeout=10) as http:
-        for item_id, item in scenarios.EXTRA_CATALOGUE.items():
+        for item_id, item in items.items():
             response = await http.put(
                 stack.url("cart") + f"/catalogue/items/{item_id}",
                 json=item,

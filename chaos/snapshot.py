@@ -82,7 +82,16 @@ _TABLES: dict[str, dict[str, tuple[Table, tuple[str, ...]]]] = {
     "orders": {
         "orders": (
             _t(orders.Order),
-            ("id", "user_id", "cart_id", "status", "money_total", "credits_total", "job_id"),
+            (
+                "id",
+                "user_id",
+                "cart_id",
+                "status",
+                "currency",
+                "money_total",
+                "credits_total",
+                "job_id",
+            ),
         ),
         "order_lines": (
             _t(orders.OrderLine),
@@ -351,6 +360,7 @@ def _sim_session(obj: dict[str, Any]) -> Row:
         "status": obj.get("status"),
         "payment_status": obj.get("payment_status"),
         "amount_total": obj.get("amount_total"),
+        "currency": obj.get("currency"),
         "payment_intent": intent.get("id"),
         "intent_status": intent.get("status"),
         "amount_received": intent.get("amount_received") or 0,
