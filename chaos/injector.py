@@ -28,10 +28,6 @@ log = logging.getLogger("chaos")
 
 STRIPE_TIMEOUT_HOLD_SECONDS = 6.0  # longer than the payments' Stripe timeout in the chaos stack
 LEADING_SAGAS = "SELECT count(*) FROM saga_instances WHERE step = ANY($1::text[])"
-TERMINATE_BACKENDS = (
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE datname = $1 AND pid <> pg_backend_pid()"
-)
 
 
 @dataclass
@@ -189,36 +185,13 @@ class Injector:
         return self._stack.database_urls[service].rsplit("/", 1)[-1]
 
     async def _terminate_backends(self, service: str) -> None:
-        conn = await asyncpg.connect(infra.asyncpg_dsn(self._admin_url), timeout=10)
-        try:
-            await conn.execute(TERMINATE_BACKENDS, self._database(service))
-        finally:
-            await conn.close()
+        await infra.terminate_connections(self._admin_url, self._database(service))
 
     async def _database_outage(self, service: str, down: float) -> None:
-        """The service's database refuses connections for `down` seconds, its open ones cut.
-
-        The database is opened again whatever happens meanwhile, a cancelled run included: an
-        outage left behind would fail the checker's reads, not the system under test."""
-        database = self._database(service)
-        conn = await asyncpg.connect(infra.asyncpg_dsn(self._admin_url), timeout=10)
-        try:
-            await conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-            try:
-                await conn.execute(TERMINATE_BACKENDS, database)
-                await asyncio.sleep(down)
-            finally:
-                # Shielded, and awaited even when cancelled: the connection is closed only after.
-                reopen = asyncio.ensure_future(
-                    conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-                )
-                try:
-                    await asyncio.shield(reopen)
-                except asyncio.CancelledError:
-                    await reopen
-                    raise
-        finally:
-            await conn.close()
+        """The service's database refuses connections for `down` seconds, its open ones cut;
+        opened again whatever happens meanwhile (`infra.database_closed`)."""
+        async with infra.database_closed(self._admin_url, self._database(service)):
+            await asyncio.sleep(down)
 
     async def _sim_faults(self, body: dict[str, Any]) -> None:
         async with httpx.AsyncClient(timeout=10) as http:

@@ -36,7 +36,7 @@ from chaos.units import (
 )
 from services.orders.saga.refunds import share_of_failed
 from services.payments.domain import Balance, balances_from_entries, posting, reconciled_target
-from shared.messages.contracts import CheckoutLine, OrderCompleted
+from shared.messages.contracts import CheckoutLine, InquireOrder, OrderCompleted
 from shared.topology import SERVICES, event_types
 
 K = TypeVar("K", bound=Hashable)
@@ -341,8 +341,15 @@ def effects_once(s: Snapshot) -> InvariantResult:
         lambda h: (h["order_id"], h["status"]),
         "status changes to it",
     )
+    # The saga completes an order once; orders may say it again when the cart asks after an
+    # outcome it has not seen (an answer to InquireOrder), which the cart applies once.
+    questions = {r["message_id"] for r in s.inbox if r["message_type"] == InquireOrder.TYPE}
     offenders += _more_than_once(
-        (m for m in s.outbox if m["message_type"] == OrderCompleted.TYPE),
+        (
+            m
+            for m in s.outbox
+            if m["message_type"] == OrderCompleted.TYPE and m.get("causation_id") not in questions
+        ),
         lambda m: m["correlation_id"],
         "OrderCompleted events",
     )

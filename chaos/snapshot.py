@@ -58,7 +58,8 @@ class Snapshot:
     carts: Rows = ()
     checkouts: Rows = ()
     # every service; each row also names its `service`; outbox rows carry the envelope's
-    # `kind` and `target` (commands), which decide who must consume them
+    # `kind` and `target` (commands), which decide who must consume them, and its
+    # `causation_id`
     outbox: Rows = ()
     inbox: Rows = ()
     dead_letters: Rows = ()  # service, message_id, message_type, correlation_id, reason
@@ -207,6 +208,8 @@ def _outbox_row(service: str, row: Row) -> Row:
         "service": service,
         "kind": envelope.get("kind"),
         "target": envelope.get("target"),
+        # The message that caused it (None when no message did: an API call, a deadline).
+        "causation_id": envelope.get("causation_id"),
     }
 
 

@@ -35,6 +35,7 @@ from shared.messages import Contract
 from shared.messages.contracts import (
     PaymentExpired,
     PaymentFailed,
+    PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
     RefundFailed,
@@ -242,7 +243,13 @@ def _announcement(change: SessionChange, target: str, reason: str) -> Contract |
         )
     if target == "expired":
         return PaymentExpired(order_id=change.order_id, session_id=change.session_id)
-    return None  # open or processing: no outcome yet; the saga keeps waiting
+    if target == "processing":
+        # A bank debit: paid, not settled. The saga shows it and waits its own (long) window
+        # instead of the session's expiry; the outcome follows days later.
+        return PaymentPending(
+            order_id=change.order_id, session_id=change.session_id, status="processing"
+        )
+    return None  # open: no outcome yet
 
 
 async def _known_session(db: AsyncSession, session_id: str, kind: str) -> bool:

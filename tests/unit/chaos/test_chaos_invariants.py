@@ -185,6 +185,29 @@ def test_a_message_applied_twice_by_one_service_or_a_lost_grant_fails() -> None:
     )
 
 
+def test_an_order_completed_twice_fails_unless_the_second_answers_the_carts_question() -> None:
+    s = consistent()
+    [completed] = [m for m in s.outbox if m["message_type"] == "orders.order_completed"]
+    again = {**completed, "seq": 9, "message_id": "m9"}
+    twice = dataclasses.replace(s, outbox=(*s.outbox, again))
+    assert_fails(twice, 6, f"{CREDITS}: 2 OrderCompleted events")
+
+    # The cart asked after the outcome; orders said it again: one completion, said twice.
+    question = {
+        "service": "orders",
+        "message_id": "q1",
+        "handler": "orders.handle",
+        "message_type": "orders.inquire_order",
+        "correlation_id": CREDITS,
+    }
+    answered = dataclasses.replace(
+        s,
+        outbox=(*s.outbox, {**again, "causation_id": "q1"}),
+        inbox=(*s.inbox, question),
+    )
+    assert result(answered, 6).offenders == []
+
+
 def test_two_stripe_refunds_for_one_refund_key_fail() -> None:
     s = consistent()
     s = dataclasses.replace(s, sim_refunds=(*s.sim_refunds, {**s.sim_refunds[0], "id": "re_2"}))
