@@ -76,6 +76,8 @@ def overrides(plans: list[scenarios.Plan]) -> dict[str, dict[str, str]]:
             "PAYMENTS_STRIPE_RETRY_CAP_SECONDS": "2",
             "PAYMENTS_RECONCILE_INTERVAL_SECONDS": "5",
             "PAYMENTS_RECONCILE_MIN_AGE_SECONDS": "5",
+            # Refunds pending this long are asked about (webhooks get dropped in the run).
+            "PAYMENTS_REFUND_RECONCILE_AFTER_SECONDS": "10",
             "PAYMENTS_STRIPE_EVENT_RETRY_SECONDS": "2",
         },
         "panel_sim": {
