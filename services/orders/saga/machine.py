@@ -101,7 +101,8 @@ def record_refund_elsewhere(state: SagaState, *, reason: str) -> Decision | None
     if state.status is not OrderStatus.REFUND_FAILED or state.step is not Step.DONE:
         return None
     final = state.after_refund or OrderStatus.REFUNDED
-    settled = state.evolve(status=final, refund_failed=None)
+    # `refund_failed` is kept: a late copy of the failure must not reopen a settled order.
+    settled = state.evolve(status=final)
     return Decision(settled, changes=((final, f"refund made outside the app: {reason}"),))
 
 

@@ -833,6 +833,8 @@ def test_an_operator_records_a_refund_made_elsewhere() -> None:
     assert decision.changes == (
         (OrderStatus.REFUNDED, "refund made outside the app: bank transfer 2026-11-25"),
     )
+    # A late copy of the failure does not reopen the settled order.
+    assert react(decision.state, refund_failed(state), now=NOW, timing=TIMING).ignored
 
 
 def test_refund_actions_are_refused_unless_a_refund_failed() -> None:
