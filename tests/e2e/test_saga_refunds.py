@@ -92,6 +92,8 @@ async def test_a_failed_delayed_payment_compensates(stack: Stack, sim: httpx.Asy
     order_id, _ = await shopper.checkout({"vps-small": 1}, use_credits=False)
     order = await shopper.wait_for(order_id, {"awaiting_payment"} | TERMINAL)
     await pay(sim, order, payment_method="delayed")
+    # The bank debit is on its way: the order shows it (issue 14, item 1).
+    await shopper.wait_for(order_id, {"payment_processing"})
     session_id = order["payment_url"].rsplit("/", 1)[-1]
     response = await sim.post(
         f"/_sim/sessions/{session_id}/async_result", json={"outcome": "failed"}
@@ -100,7 +102,13 @@ async def test_a_failed_delayed_payment_compensates(stack: Stack, sim: httpx.Asy
     order = await shopper.wait_for(order_id, TERMINAL)
 
     assert order["status"] == "cancelled", order
-    assert history(order) == ["pending", "awaiting_payment", "compensating", "cancelled"]
+    assert history(order) == [
+        "pending",
+        "awaiting_payment",
+        "payment_processing",
+        "compensating",
+        "cancelled",
+    ]
     jobs = await rows(
         stack, "provisioning", "SELECT status FROM jobs WHERE order_id = :o", o=order_id
     )

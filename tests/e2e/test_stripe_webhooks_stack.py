@@ -255,13 +255,21 @@ async def test_a_delayed_payment_waits_in_processing_until_it_succeeds(
         return (await session_row(stack, order_id))["status"] == "processing"
 
     await eventually(processing, within=10)
-    order = await shopper.order(order_id)
-    assert order is not None and order["status"] == "awaiting_payment"
+    # Not paid yet, and not left to the session's deadline: the order shows the money is on its
+    # way and waits for it (issue 14, item 1).
+    await shopper.wait_for(order_id, {"payment_processing"}, within=10)
     await sim_call(sim, f"/_sim/sessions/{session_id}/async_result", outcome="succeeded")
     order = await shopper.wait_for(order_id, TERMINAL)
 
     assert order["status"] == "completed", order
-    assert history(order) == ["pending", "awaiting_payment", "paid", "provisioning", "completed"]
+    assert history(order) == [
+        "pending",
+        "awaiting_payment",
+        "payment_processing",
+        "paid",
+        "provisioning",
+        "completed",
+    ]
     assert await emitted(stack, "payments.payment_succeeded", order_id) == 1
 
 
