@@ -276,7 +276,7 @@ async def _settled(
     change = await stripe_events.settle_from_stripe(
         ctx.db, ctx.outbox, remote, target, found_by="the payment inquiry"
     )
-    if change is not None and target != "processing":
+    if change is not None:  # every move announces, `processing` too (PaymentPending)
         return True
     # Read from the database, not the object in hand: the ORM UPDATE sets our target on it even
     # when the database row had already moved and did not match (its session sync evaluates the
