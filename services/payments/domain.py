@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from shared.delivery import PermanentError
 
@@ -403,3 +403,132 @@ def refund_failure_reason(status: str, stripe_reason: str | None) -> str | None:
     if stripe_reason:
         return stripe_reason
     return "canceled at Stripe before it was paid out" if failure == "canceled" else "unknown"
+
+
+# --- events about payments this service did not make ----------------------------------------
+
+# The longest order id payments stores (payment_sessions.order_id): the cart's ids are UUIDs.
+ORDER_ID_MAX_LENGTH = 36
+
+
+def could_be_our_session(session: Mapping[str, Any]) -> bool:
+    """Whether a Checkout Session Stripe reports may be one we created: we put the order id in
+    its `metadata.order_id` and its `client_reference_id`. One with neither (a Payment Link,
+    another integration on the account, `stripe trigger`) never will have a row here."""
+    metadata = session.get("metadata")
+    if isinstance(metadata, Mapping) and metadata.get("order_id"):
+        return True
+    reference = session.get("client_reference_id")
+    return isinstance(reference, str) and 0 < len(reference) <= ORDER_ID_MAX_LENGTH
+
+
+# A refund of one of our payments that we did not make (in the Dashboard, by another tool) is
+# recorded under this key prefix, so it counts against what the saga may still refund. The
+# saga's own keys ("late-payment", "failed-lines-2", ...) never start with it.
+EXTERNAL_REFUND_PREFIX = "external:"
+EXTERNAL_REFUND_REASON = "refunded outside this service (Stripe Dashboard or another integration)"
+
+
+def external_refund_key(stripe_refund_id: str) -> str:
+    return f"{EXTERNAL_REFUND_PREFIX}{stripe_refund_id}"
+
+
+def is_external_refund(refund_key: str) -> bool:
+    """A refund nobody asked us for: nothing is announced about it, whatever becomes of it."""
+    return refund_key.startswith(EXTERNAL_REFUND_PREFIX)
+
+
+# --- disputes ---------------------------------------------------------------------------------
+
+# Stripe's statuses of a dispute (`warning_*`: an inquiry, before any chargeback). The table has
+# no CHECK on them: Stripe adds statuses (`prevented` is recent), and a dispute of ours in a new
+# one must still be recorded, not refused by the database and replayed for a day.
+DisputeStatus = Literal[
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+    "prevented",
+]
+DISPUTE_STATUSES: tuple[DisputeStatus, ...] = get_args(DisputeStatus)
+# How far along its lifecycle each status is (inquiry, chargeback, closed). Stripe's event
+# `created` has whole seconds: of two events in one second, the status further along is newer.
+_DISPUTE_STAGES: Mapping[str, int] = {
+    "warning_needs_response": 0,
+    "warning_under_review": 1,
+    "needs_response": 2,
+    "under_review": 3,
+    "warning_closed": 4,
+    "won": 4,
+    "lost": 4,
+    "prevented": 4,
+}
+DISPUTE_CLOSED: frozenset[str] = frozenset({"warning_closed", "won", "lost", "prevented"})
+
+
+@dataclass(frozen=True)
+class DisputeState:
+    """A dispute as one Stripe event shows it (or as its row holds it)."""
+
+    status: str
+    amount: int
+    currency: str
+    reason: str
+    # The `created` of the Stripe event that showed this status.
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DisputeChange:
+    """What a dispute's move would announce to the saga (a `PaymentDisputed` contract, not
+    written yet: until then it is logged at warning and listed to operators)."""
+
+    order_id: str
+    dispute_id: str
+    status: str
+    # None when the dispute is new to us.
+    previous_status: str | None
+    amount: int
+    currency: str
+    reason: str
+
+    @property
+    def closed(self) -> bool:
+        return self.status in DISPUTE_CLOSED
+
+
+def dispute_supersedes(stored: DisputeState, incoming: DisputeState) -> bool:
+    """Whether `incoming` is newer than the row's `stored` state: the later event wins, so a
+    dispute's events may arrive in any order; within one second, the status further along.
+    A status Stripe added after this code counts as the least far along."""
+    return _dispute_order(incoming) > _dispute_order(stored)
+
+
+def _dispute_order(state: DisputeState) -> tuple[datetime, int, str]:
+    # The name last: a total order, so events in any order leave the same row, even for two
+    # statuses of one stage in one second (which Stripe never sends for one dispute).
+    return as_utc(state.at), _DISPUTE_STAGES.get(state.status, -1), state.status
+
+
+def dispute_changes(
+    stored: DisputeState | None, incoming: DisputeState, *, order_id: str, dispute_id: str
+) -> DisputeChange | None:
+    """What recording `incoming` over the row's `stored` state (None: no row yet) announces:
+    nothing when it is older than the row (an event out of order) or leaves the status as it
+    was (`funds_withdrawn` after `created`, a redelivery)."""
+    if stored is not None and (
+        not dispute_supersedes(stored, incoming) or stored.status == incoming.status
+    ):
+        return None
+    return DisputeChange(
+        order_id=order_id,
+        dispute_id=dispute_id,
+        status=incoming.status,
+        previous_status=None if stored is None else stored.status,
+        amount=incoming.amount,
+        currency=incoming.currency,
+        reason=incoming.reason,
+    )

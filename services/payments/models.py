@@ -1,4 +1,5 @@
-"""Tables of the payments service's own database: credit ledger, Stripe sessions and events."""
+"""Tables of the payments service's own database: credit ledger, Stripe sessions, refunds,
+disputes and events."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from services.payments.domain import (
     RESERVATION_STATUSES,
     SESSION_STATUSES,
 )
-from shared.db import NAMING_CONVENTION, BigIntPk
+from shared.db import NAMING_CONVENTION, BigIntPk, UtcDateTime
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -115,7 +116,8 @@ class PaymentSession(Base):
 
     order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     session_id: Mapped[str] = mapped_column(String(255), unique=True)
-    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    # Indexed: refunds and disputes Stripe reports find their order by the payment intent.
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(10))
     amount_total: Mapped[int] = mapped_column(BigInteger)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -165,8 +167,36 @@ class Refund(Base):
     reconciled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Dispute(Base):
+    """A cardholder's dispute of one of our payments, as Stripe's newest event about it shows
+    it (domain.dispute_supersedes): one row per Stripe dispute."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        # The operator's list: by status, newest first.
+        Index("ix_disputes_status_created_at", "status", "created_at"),
+    )
+
+    dispute_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(36), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(50))
+    # Stripe's status (domain.DISPUTE_STATUSES; no CHECK, as Stripe adds statuses).
+    status: Mapped[str] = mapped_column(String(30))
+    # When the cardholder opened it (the dispute's `created` at Stripe).
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The `created` of the Stripe event the row's status comes from: only a newer one moves it.
+    status_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class StripeEvent(Base):
-    """Every verified webhook event; processed_at NULL means its effect is still to be applied."""
+    """Every verified webhook event; processed_at NULL means its effect is still to be applied.
+    An event about no payment of ours is processed at once and marked ignored, with why."""
 
     __tablename__ = "stripe_events"
     __table_args__ = (
@@ -185,3 +215,5 @@ class StripeEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ignored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ignored_reason: Mapped[str | None] = mapped_column(Text)

@@ -1,7 +1,8 @@
 """Catching up with Stripe when a webhook came too early or never came.
 
 `replay_events` applies stored events that could not be applied when they arrived (their session
-or refund row was not committed yet). `reconcile` asks Stripe about sessions still waiting for an
+or refund row was not committed yet); events about no payment of ours were marked ignored when
+they arrived and are never among them. `reconcile` asks Stripe about sessions still waiting for an
 outcome, `reconcile_refunds` about refunds still pending, and each applies what the lost webhook
 would have. All run periodically on every replica and on demand from the operator API; they move
 sessions and refunds through stripe_events.settle_session / settle_refund, whose conditional
@@ -10,7 +11,6 @@ UPDATE lets exactly one path (webhook, replay, reconciler, any replica) emit.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +35,9 @@ class Replayed:
     applied: list[str] = field(default_factory=list)
     unprocessed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # About no payment of ours: marked ignored (stored before foreign events were recognised
+    # at intake, or named by the operator), never replayed again.
+    ignored: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,10 @@ async def replay_events(runtime: PaymentsRuntime, event_ids: Sequence[str] = ())
                 continue
             if only_unprocessed and stored.processed_at is not None:
                 continue  # another replica got there first
-            if await stripe_events.apply_event(db, runtime.outbox, json.loads(stored.payload)):
-                await repository.mark_event_processed(db, event_id)
+            outcome = await stripe_events.apply_stored(db, runtime.outbox, stored)
+            if outcome.ignored is not None:
+                result.ignored.append(event_id)
+            elif outcome.applied:
                 result.applied.append(event_id)
             else:
                 result.unprocessed.append(event_id)

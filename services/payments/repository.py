@@ -1,8 +1,10 @@
-"""Queries for Stripe Checkout Sessions, refunds and the Stripe event log (the ledger is in
-ledger.py). Every status change is one conditional UPDATE: whoever's UPDATE matched made it."""
+"""Queries for Stripe Checkout Sessions, refunds, disputes and the Stripe event log (the ledger
+is in ledger.py). Every status change is one conditional UPDATE: whoever's UPDATE matched made
+it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +16,14 @@ from services.payments.domain import (
     REFUND_HOLDS_MONEY,
     REFUND_MOVES,
     SESSION_MOVES,
+    DisputeState,
     RefundStatus,
     SessionStatus,
+    dispute_supersedes,
 )
-from services.payments.models import PaymentSession, Refund, StripeEvent
+from services.payments.models import Dispute, PaymentSession, Refund, StripeEvent
 from services.payments.stripe_gateway import CheckoutSession
-from shared.db import is_postgres, one_of, upsert_insert
+from shared.db import is_postgres, one_of, rowcount, upsert_insert
 
 
 def _now() -> datetime:
@@ -135,6 +139,15 @@ async def move_payment_session(
     )
     row = (await db.execute(stmt)).first()
     return None if row is None else SessionChange(*row)
+
+
+async def order_paid_by(db: AsyncSession, payment_intent_id: str) -> str | None:
+    """The order whose session was paid through this payment intent; None: not ours (or its
+    session's outcome, which names the intent, is not stored yet)."""
+    stmt = select(PaymentSession.order_id).where(
+        PaymentSession.payment_intent_id == payment_intent_id
+    )
+    return (await db.execute(stmt.limit(1))).scalar_one_or_none()
 
 
 async def session_exists(db: AsyncSession, session_id: str) -> bool:
@@ -322,9 +335,27 @@ async def record_event(
 
 
 async def mark_event_processed(db: AsyncSession, event_id: str) -> None:
+    # An event ignored before and applied now (the operator replayed it) is ignored no more.
     await db.execute(
-        update(StripeEvent).where(StripeEvent.event_id == event_id).values(processed_at=_now())
+        update(StripeEvent)
+        .where(StripeEvent.event_id == event_id)
+        .values(processed_at=_now(), ignored_at=None, ignored_reason=None)
     )
+
+
+async def mark_events_ignored(db: AsyncSession, reasons: Mapping[str, str]) -> None:
+    """Marks events about no payment of ours (event id -> why) processed and ignored: nothing
+    is left to do for them, so the replay never takes them up again."""
+    by_reason: dict[str, list[str]] = {}
+    for event_id, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(event_id)
+    now = _now()
+    for reason, ids in by_reason.items():
+        await db.execute(
+            update(StripeEvent)
+            .where(one_of(StripeEvent.event_id, ids, postgres=is_postgres(db)))
+            .values(processed_at=now, ignored_at=now, ignored_reason=reason)
+        )
 
 
 async def locked_event(db: AsyncSession, event_id: str) -> StripeEvent | None:
@@ -346,4 +377,82 @@ async def unprocessed_events(
     if received_after is not None:
         stmt = stmt.where(StripeEvent.received_at >= received_after)
     stmt = stmt.order_by(StripeEvent.received_at, StripeEvent.event_id).limit(limit)
+    return list((await db.execute(stmt)).scalars())
+
+
+# --- disputes --------------------------------------------------------------------------------
+
+
+async def record_dispute(
+    db: AsyncSession,
+    *,
+    dispute_id: str,
+    order_id: str,
+    payment_intent_id: str,
+    charge_id: str | None,
+    opened_at: datetime,
+    state: DisputeState,
+) -> DisputeState | None:
+    """Stores `state` (from a Stripe event) as the dispute's (opened at `opened_at`), when it is
+    newer than what the row holds (domain.dispute_supersedes); the row's state before, None
+    when this call created it.
+
+    ON CONFLICT, then the row locked: two replicas told of one dispute at once queue on it, and
+    the second compares with what the first wrote."""
+    now = _now()
+    inserted = await db.execute(
+        upsert_insert(db)(Dispute)
+        .values(
+            dispute_id=dispute_id,
+            order_id=order_id,
+            payment_intent_id=payment_intent_id,
+            charge_id=charge_id,
+            **_dispute_values(state),
+            created_at=opened_at,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["dispute_id"])
+    )
+    if rowcount(inserted) == 1:
+        return None
+    # Columns, not the ORM object: the UPDATE below must not be checked against a stale copy.
+    stmt = (
+        select(Dispute.status, Dispute.amount, Dispute.currency, Dispute.reason, Dispute.status_at)
+        .where(Dispute.dispute_id == dispute_id)
+        .with_for_update()
+    )
+    stored = DisputeState(*(await db.execute(stmt)).one())
+    if dispute_supersedes(stored, state):
+        await db.execute(
+            update(Dispute)
+            .where(
+                Dispute.dispute_id == dispute_id,
+                Dispute.status == stored.status,
+                Dispute.status_at == stored.at,
+            )
+            .values(**_dispute_values(state), updated_at=now)
+        )
+    return stored
+
+
+def _dispute_values(state: DisputeState) -> dict[str, Any]:
+    return {
+        "status": state.status,
+        "amount": state.amount,
+        "currency": state.currency,
+        "reason": state.reason,
+        "status_at": state.at,
+    }
+
+
+async def disputes(
+    db: AsyncSession, *, status: str | None = None, order_id: str | None = None, limit: int = 100
+) -> list[Dispute]:
+    """Disputes, newest opened first; only those in `status` / of `order_id` when given."""
+    stmt = select(Dispute)
+    if status is not None:
+        stmt = stmt.where(Dispute.status == status)
+    if order_id is not None:
+        stmt = stmt.where(Dispute.order_id == order_id)
+    stmt = stmt.order_by(Dispute.created_at.desc(), Dispute.dispute_id.desc()).limit(limit)
     return list((await db.execute(stmt)).scalars())

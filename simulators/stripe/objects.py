@@ -5,7 +5,8 @@ Every object starts as a deep copy of a template taken verbatim from Stripe's
 the real API returns for the pinned spec. The fixture values are placeholders
 (random amounts, "message" strings, etc.), so each builder overrides every field
 whose placeholder could mislead a client, not only the ones we simulate.
-Payment intents, charges and refunds are built in :mod:`.payment_objects`.
+Payment intents, charges and refunds are built in :mod:`.payment_objects`, disputes in
+:mod:`.disputes`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ StripeObject = dict[str, Any]
 TEMPLATE_NAMES: tuple[str, ...] = (
     "charge",
     "checkout.session",
+    "dispute",
     "event",
     "payment_intent",
     "refund",

@@ -1,6 +1,7 @@
 """Simulator controls under ``/_sim/``: health, paying or expiring a session directly,
-delayed payment results, refunds that fail or are canceled, event redelivery and fault
-injection (JSON bodies)."""
+delayed payment results, refunds that fail or are canceled, refunds made outside the
+integration (as in the Dashboard), disputes, event redelivery and fault injection (JSON
+bodies)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import objects
+from .disputes import DisputeDesk, DisputeOutcome, DisputeReason
 from .faults import Faults, FaultsUpdate
 from .objects import StripeApiError, StripeObject
 from .payment_objects import RefundFailureReason
 from .refunds import RefundLedger
-from .store import NO_REQUEST, AsyncOutcome, PaymentMethodKind, SimStore
+from .store import NO_REQUEST, AsyncOutcome, PaymentMethodKind, RequestContext, SimStore
 from .stripe_api import error_response
 from .webhooks import WebhookDispatcher
 
@@ -41,6 +44,27 @@ class RefundFailureBody(BaseModel):
     failure_reason: RefundFailureReason = "unknown"
 
 
+class RefundOutsideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Omitted: all that is left to refund.
+    amount: int | None = Field(default=None, ge=1)
+
+
+class DisputeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: DisputeReason = "general"
+    # Omitted: all that was charged.
+    amount: int | None = Field(default=None, ge=1)
+
+
+class CloseDisputeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: DisputeOutcome
+
+
 async def _answer(change: Awaitable[StripeObject]) -> Response:
     """The control's result as JSON, or Stripe's error body for a change it refused."""
     try:
@@ -57,6 +81,7 @@ def add_sim_routes(
     dispatcher: WebhookDispatcher,
 ) -> None:
     """Test/automation controls; not part of Stripe's API, hence no API key."""
+    disputes = DisputeDesk(store)
 
     @app.get("/_sim/health")
     async def health() -> dict[str, bool]:
@@ -89,6 +114,27 @@ def add_sim_routes(
     async def sim_cancel_refund(refund_id: str) -> Response:
         """A pending refund canceled before it left Stripe: answers with the refund."""
         return await _answer(refunds.cancel(refund_id))
+
+    @app.post("/_sim/payment_intents/{pi_id}/refund_outside")
+    async def sim_refund_outside(pi_id: str, body: RefundOutsideBody | None = None) -> Response:
+        """A refund made in the Dashboard: no metadata, the usual events; answers with it."""
+        # A Dashboard action is a request of its own (no idempotency key), as its events show.
+        ctx = RequestContext(request_id=objects.new_id("req_", 14))
+        amount = (body or RefundOutsideBody()).amount
+        return await _answer(
+            refunds.create(pi_id=pi_id, amount=amount, reason=None, metadata={}, ctx=ctx)
+        )
+
+    @app.post("/_sim/payment_intents/{pi_id}/dispute")
+    async def sim_dispute(pi_id: str, body: DisputeBody | None = None) -> Response:
+        """The cardholder disputes the payment (a chargeback): answers with the dispute."""
+        dispute = body or DisputeBody()
+        return await _answer(disputes.open(pi_id, reason=dispute.reason, amount=dispute.amount))
+
+    @app.post("/_sim/disputes/{dispute_id}/close")
+    async def sim_close_dispute(dispute_id: str, body: CloseDisputeBody) -> Response:
+        """The bank decided the dispute: answers with it, `won` or `lost`."""
+        return await _answer(disputes.close(dispute_id, body.status))
 
     @app.post("/_sim/events/{event_id}/redeliver")
     async def sim_redeliver(event_id: str) -> Response:
