@@ -144,8 +144,10 @@ class StripeGateway:
             "metadata": dict(metadata),
             "expires_at": int(expires_at.timestamp()),
             "success_url": success_url,
-            "cancel_url": cancel_url,
         }
+        # Stripe refuses an empty string here (it would mean "unset"): no page, no parameter.
+        if cancel_url:
+            params["cancel_url"] = cancel_url
         session = await self._call(
             "create_session",
             order_id,
