@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ DEMO_CANCEL_URL = "http://127.0.0.1:8000/cancelled?order={ORDER_ID}"
 _SERVER_KEY_PREFIXES = ("sk_", "rk_")
 _LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 _TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+_METHOD_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class PaymentsSettings(ServiceSettings):
@@ -58,6 +60,10 @@ class PaymentsSettings(ServiceSettings):
     checkout_success_url: str = ""
     # Where the shopper's "back" link on Stripe's page leads; empty: Checkout shows none.
     checkout_cancel_url: str = ""
+    # PAYMENTS_PAYMENT_METHOD_TYPES, a comma list ("card" or "card,sepa_debit"), sent as
+    # Checkout's payment_method_types. Empty: whatever the Stripe Dashboard enables, which may
+    # include bank debits that settle days later.
+    payment_method_types: str = ""
     # "demo-shopper=500,alice=100": granted once at startup (reference grant:seed:<user>).
     seed_credits: str = ""
     # Webhook events stored before their session or refund row was visible are retried this
@@ -107,6 +113,16 @@ class PaymentsSettings(ServiceSettings):
             )
         return base
 
+    @field_validator("payment_method_types")
+    @classmethod
+    def _method_types_parse(cls, value: str) -> str:
+        if value.strip() and not all(_METHOD_TYPE.fullmatch(t.strip()) for t in value.split(",")):
+            raise ValueError(
+                "PAYMENTS_PAYMENT_METHOD_TYPES must be a comma list of Stripe payment method "
+                "types, e.g. card or card,sepa_debit"
+            )
+        return value
+
     @model_validator(mode="after")
     def _demo_defaults(self) -> PaymentsSettings:
         if self.demo_mode:
@@ -117,6 +133,12 @@ class PaymentsSettings(ServiceSettings):
             self.checkout_success_url = self.checkout_success_url or DEMO_SUCCESS_URL
             self.checkout_cancel_url = self.checkout_cancel_url or DEMO_CANCEL_URL
         return self
+
+    @property
+    def allowed_payment_method_types(self) -> tuple[str, ...]:
+        """PAYMENTS_PAYMENT_METHOD_TYPES as a list, in order, each once; () allows any."""
+        types = (t.strip() for t in self.payment_method_types.split(","))
+        return tuple(dict.fromkeys(t for t in types if t))
 
     def missing_settings(self) -> list[str]:
         """Environment names of the settings without a default here that are not set: the

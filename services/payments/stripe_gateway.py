@@ -89,6 +89,7 @@ class StripeGateway:
         max_attempts: int = 4,
         retry_base_seconds: float = 0.5,
         retry_cap_seconds: float = 5.0,
+        payment_method_types: Sequence[str] = (),
     ) -> None:
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         # The SDK's own retries are off: tenacity below owns the (bounded, logged) policy.
@@ -100,6 +101,8 @@ class StripeGateway:
         )
         self._max_attempts = max_attempts
         self._wait = wait_exponential(multiplier=retry_base_seconds, max=retry_cap_seconds)
+        # Sent with every Checkout Session; empty: what the Stripe Dashboard enables.
+        self._payment_method_types = tuple(payment_method_types)
 
     @classmethod
     def from_settings(cls, settings: PaymentsSettings) -> StripeGateway:
@@ -110,6 +113,7 @@ class StripeGateway:
             max_attempts=settings.stripe_max_attempts,
             retry_base_seconds=settings.stripe_retry_base_seconds,
             retry_cap_seconds=settings.stripe_retry_cap_seconds,
+            payment_method_types=settings.allowed_payment_method_types,
         )
 
     async def aclose(self) -> None:
@@ -148,6 +152,8 @@ class StripeGateway:
         # Stripe refuses an empty string here (it would mean "unset"): no page, no parameter.
         if cancel_url:
             params["cancel_url"] = cancel_url
+        if self._payment_method_types:
+            params["payment_method_types"] = list(self._payment_method_types)
         session = await self._call(
             "create_session",
             order_id,

@@ -33,6 +33,10 @@ def json_bytes(obj: StripeObject) -> bytes:
     return json.dumps(obj, indent=2).encode("utf-8")
 
 
+# "Idempotency keys are up to 255 characters long" (https://docs.stripe.com/api/idempotent_requests).
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
 def _auth_error(message: str) -> StripeApiError:
     return StripeApiError(401, message)
 
@@ -56,6 +60,17 @@ def check_api_key(request: Request, expected: str) -> None:
     if not hmac.compare_digest(key.encode(), expected.encode()):
         masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
         raise _auth_error(f"Invalid API Key provided: {masked}")
+
+
+def check_idempotency_key(key: str | None) -> None:
+    # Stripe's own wording (quoted in github.com/cartalyst/stripe/issues/65).
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise StripeApiError(
+            400,
+            f"Idempotent key length is {len(key)}, which is outside accepted lengths. "
+            f"Idempotent Keys must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters long. If you're "
+            "looking for a decent generator, try using a UUID defined by IETF RFC 4122.",
+        )
 
 
 # How often a held response checks whether its client is still waiting.
@@ -92,6 +107,7 @@ class StripeApi:
             return error_response(_injected_error(injected.status), headers)
         try:
             check_api_key(request, self._config.api_key)
+            check_idempotency_key(key)
             params = await request_params(request)
         except StripeApiError as exc:
             return error_response(exc, headers)

@@ -97,3 +97,24 @@ def test_outside_demo_mode_the_success_page_must_be_configured() -> None:
 def test_the_cancel_page_is_optional() -> None:
     assert production_like().checkout_cancel_url == ""
     assert production_like().missing_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "types"),
+    [
+        ("", ()),
+        ("card", ("card",)),
+        (" card , sepa_debit ", ("card", "sepa_debit")),
+        ("card,card,us_bank_account", ("card", "us_bank_account")),
+    ],
+)
+def test_the_allowed_payment_method_types_are_a_comma_list(
+    raw: str, types: tuple[str, ...]
+) -> None:
+    assert production_like(payment_method_types=raw).allowed_payment_method_types == types
+
+
+@pytest.mark.parametrize("raw", ["card,", "Card", "card;sepa_debit", "sepa debit"])
+def test_a_malformed_method_list_is_refused(raw: str) -> None:
+    with pytest.raises(ValidationError, match="PAYMENTS_PAYMENT_METHOD_TYPES"):
+        production_like(payment_method_types=raw)
