@@ -63,20 +63,40 @@ class StripeRefund:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether the same call, under the same idempotency key, may get another answer."""
     if isinstance(exc, stripe.APIConnectionError):
         return True
     if isinstance(exc, stripe.StripeError):
+        # Stripe's own advice comes first, as in the official SDKs: `false` on a 5xx it kept for
+        # the key (the same key only replays it), `true` on an error that did nothing and may
+        # pass next time (a lock timeout) whatever its status.
+        advice = should_retry(exc)
+        if advice is not None:
+            return advice
         status = exc.http_status or 0
         return status >= 500 or status in _RETRY_STATUSES
     return False
 
 
+def should_retry(exc: stripe.StripeError) -> bool | None:
+    """Stripe's `Stripe-Should-Retry` answer on this error; None when it gave none."""
+    for name, value in (exc.headers or {}).items():
+        if name.lower() == "stripe-should-retry":
+            return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
 def _describe(exc: stripe.StripeError) -> str:
     code = getattr(exc, "code", None)
     # user_message/_message never carry the API key; the raw request is deliberately not logged.
-    return (
+    described = (
         f"stripe {type(exc).__name__} (status {exc.http_status}, code {code}): {exc.user_message}"
     )
+    if should_retry(exc) is False and (exc.http_status or 0) >= 500:
+        # Stripe ran the request and keeps this answer for the key: what it did is unknown until
+        # its webhook or a retrieve tells (docs/stripe.md, "Retries").
+        described += " (Stripe-Should-Retry: false: the outcome at Stripe is unknown)"
+    return described
 
 
 class StripeGateway:

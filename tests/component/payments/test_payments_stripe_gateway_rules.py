@@ -1,16 +1,19 @@
 """The Stripe gateway against the simulator through the official SDK: the payment methods a shop
 allows travel with every Checkout Session; what Stripe refuses at creation (a 400) fails at once
-and for good."""
+and for good; a 5xx Stripe keeps for the idempotency key (`Stripe-Should-Retry: false`) is not
+asked again, while one Stripe marks safe to repeat is."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from services.payments.bootstrap import build
 from services.payments.stripe_gateway import CheckoutSession, StripeCallFailed, StripeGateway
@@ -23,6 +26,17 @@ from shared.messages.contracts import (
 from tests.support.payments import create_command, settings_on_sim
 from tests.support.rig import ServiceRig, sqlite_url
 from tests.support.stripe_sim import API_KEY, Sim, raw_json, retrieve
+
+SESSIONS = "/v1/checkout/sessions"
+
+
+@pytest_asyncio.fixture
+async def faults_cleared(stripe_sim: Sim) -> AsyncIterator[Sim]:
+    """The module's simulator, with no fault outliving the test."""
+    try:
+        yield stripe_sim
+    finally:
+        await stripe_sim.control("faults", {"api_errors": [], "api_errors_after_execution": []})
 
 
 def gateway_on(sim: Sim, **options: object) -> StripeGateway:
@@ -138,3 +152,49 @@ async def test_an_order_below_stripes_minimum_charge_fails_its_payment_session(
     [failed] = await payments_on_sim.emitted(PaymentSessionFailed.TYPE)
     assert "amount_too_small" in failed.payload["reason"]
     assert await payments_on_sim.emitted(PaymentSessionCreated.TYPE) == []
+
+
+async def test_a_5xx_stripe_keeps_for_the_key_is_not_asked_again(
+    faults_cleared: Sim, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = faults_cleared
+    rule = {"method": "POST", "path_prefix": SESSIONS}
+    await sim.control("faults", {"api_errors_after_execution": [rule]})
+    order = str(uuid.uuid4())
+    gateway = gateway_on(sim)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="services.payments.stripe"),
+            pytest.raises(StripeCallFailed) as failed,
+        ):
+            await open_session(gateway, order)
+        # The order's next attempt (a redelivery) uses the same key: the same 500, not a second
+        # session.
+        with pytest.raises(StripeCallFailed) as again:
+            await open_session(gateway, order)
+    finally:
+        await gateway.aclose()
+
+    assert not failed.value.transient and not again.value.transient
+    assert "Stripe-Should-Retry: false" in failed.value.reason
+    assert "retrying" not in caplog.text
+    client = sim.client()
+    made = [s for s in client.v1.checkout.sessions.list({"limit": 100}).data]
+    assert [s.client_reference_id for s in made].count(order) == 1
+
+
+async def test_a_5xx_stripe_marks_safe_to_repeat_is_retried(
+    faults_cleared: Sim, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = faults_cleared
+    rule = {"method": "POST", "path_prefix": SESSIONS, "count": 2, "status": 503}
+    await sim.control("faults", {"api_errors": [rule]})
+    gateway = gateway_on(sim)
+    try:
+        with caplog.at_level(logging.WARNING, logger="services.payments.stripe"):
+            session = await open_session(gateway, str(uuid.uuid4()))
+    finally:
+        await gateway.aclose()
+
+    assert session.status == "open"
+    assert caplog.text.count("retrying") == 2
