@@ -12,11 +12,24 @@ import uvicorn
 
 from demo.app import build_demo
 from demo.script import ScriptFailed, run_script
+from services.payments.settings import StripeChoiceRefused
 from shared.logging import configure_logging
 
 
 async def serve(args: argparse.Namespace) -> int:
-    demo = build_demo(Path(args.data_dir), host=args.host, port=args.port)
+    try:
+        demo = build_demo(Path(args.data_dir), host=args.host, port=args.port)
+    except StripeChoiceRefused as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    if demo.real_stripe and args.scripted:
+        # The script pays on the simulator's page; Stripe's own page needs a shopper.
+        print(
+            "demo: --scripted pays through the bundled simulator; unset "
+            "PAYMENTS_STRIPE_API_KEY to run it",
+            file=sys.stderr,
+        )
+        return 2
     server = uvicorn.Server(
         uvicorn.Config(demo.app, host=args.host, port=args.port, log_config=None, access_log=False)
     )
@@ -31,6 +44,9 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"  operator token: {demo.operator_token}")
     me = f"{demo.base_url}/api/payments/accounts/me"
     print(f"  try: curl -H 'Authorization: Bearer <shopper token>' {me}")
+    if demo.real_stripe:
+        hook = f"{demo.base_url}/api/payments/webhooks/stripe"
+        print(f"  Stripe: your account in test mode; stripe listen --forward-to {hook}")
     if not args.scripted:
         await task
         return 0

@@ -4,7 +4,8 @@ served under the paths a gateway would use, plus the Stripe and server-panel sim
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from services.cart.settings import CartSettings
 from services.orders.bootstrap import build as build_orders
 from services.orders.settings import OrdersSettings
 from services.payments.bootstrap import build as build_payments
-from services.payments.settings import PaymentsSettings
+from services.payments.settings import STRIPE_API_BASE, PaymentsSettings, stripe_test_mode
 from services.provisioning.bootstrap import build as build_provisioning
 from services.provisioning.settings import ProvisioningSettings
 from shared.auth import issue_token
@@ -45,13 +46,61 @@ class Demo:
     base_url: str
     shopper_token: str
     operator_token: str
+    # Whether payments talks to Stripe's own API (test mode) rather than the bundled simulator.
+    real_stripe: bool = False
 
 
-def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> Demo:
+@dataclass(frozen=True)
+class DemoStripe:
+    """The Stripe the demo's payments talks to: its PaymentsSettings fields."""
+
+    real: bool
+    settings: dict[str, Any]
+
+
+def demo_stripe(environ: Mapping[str, str], base: str) -> DemoStripe:
+    """The bundled simulator, unless the environment holds a Stripe test key and no API base:
+    then Stripe's own API in test mode (docs/stripe.md). Either way Stripe sends the shopper
+    back to the demo's own pages. Raises StripeChoiceRefused for a live key, or test mode
+    without its webhook secret."""
+    pages = {
+        "checkout_success_url": f"{base}/done?order={{ORDER_ID}}&session={{CHECKOUT_SESSION_ID}}",
+        "checkout_cancel_url": f"{base}/cancelled?order={{ORDER_ID}}",
+    }
+    chosen = stripe_test_mode(environ)
+    if chosen is None:
+        return DemoStripe(
+            real=False,
+            settings={
+                "stripe_api_key": SecretStr(DEMO_STRIPE_KEY),
+                "stripe_webhook_secret": SecretStr(DEMO_WEBHOOK_SECRET),
+                "stripe_api_base": f"{base}/stripe",
+                **pages,
+            },
+        )
+    return DemoStripe(
+        real=True,
+        settings={
+            "stripe_api_key": SecretStr(chosen.api_key),
+            "stripe_webhook_secret": SecretStr(chosen.webhook_secret),
+            "stripe_api_base": STRIPE_API_BASE,
+            **pages,
+        },
+    )
+
+
+def build_demo(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    environ: Mapping[str, str] = os.environ,
+) -> Demo:
     data_dir.mkdir(parents=True, exist_ok=True)
     base = f"http://{host}:{port}"
     secret = SecretStr(DEMO_JWT_SECRET)
     bus = MemoryBus()
+    stripe = demo_stripe(environ, base)
 
     def embedded(settings_class: type[S], name: str, **fields: Any) -> S:
         return settings_class(
@@ -69,12 +118,9 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
             embedded(
                 PaymentsSettings,
                 "payments",
-                stripe_api_key=SecretStr(DEMO_STRIPE_KEY),
-                stripe_webhook_secret=SecretStr(DEMO_WEBHOOK_SECRET),
-                stripe_api_base=f"{base}/stripe",
-                checkout_success_url=f"{base}/done?order={{ORDER_ID}}&session={{CHECKOUT_SESSION_ID}}",
-                checkout_cancel_url=f"{base}/cancelled?order={{ORDER_ID}}",
+                demo_mode=True,
                 seed_credits=f"{SHOPPER}={SHOPPER_CREDITS}",
+                **stripe.settings,
             ),
             bus=bus,
             auto_migrate=True,
@@ -136,4 +182,5 @@ def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> 
         base_url=base,
         shopper_token=issue_token(DEMO_JWT_SECRET, SHOPPER),
         operator_token=issue_token(DEMO_JWT_SECRET, OPERATOR, roles=("operator",)),
+        real_stripe=stripe.real,
     )

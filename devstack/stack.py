@@ -3,7 +3,9 @@ of them with several replicas competing on its queue), the Stripe simulator and 
 simulator, against real PostgreSQL and RabbitMQ. Each process logs to its own file.
 
 Used by the end-to-end tests, the chaos run and the benchmark; developers and operators run it in
-the foreground with `./run stack` (see `--help`).
+the foreground with `./run stack` (see `--help`), whose payments talks to Stripe's own API in test
+mode instead of the simulator when the environment holds a Stripe test key and no API base
+(`real_stripe_env`, docs/stripe.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import aio_pika
 import httpx
 
 from devstack import infra
+from services.payments.settings import STRIPE_API_BASE, StripeChoiceRefused, stripe_test_mode
 from shared.delivery import DEFAULT_BACKOFF
 from shared.topology import Names
 
@@ -33,6 +36,11 @@ SERVICES = ("cart", "orders", "payments", "provisioning")
 JWT_SECRET = "stack-jwt-secret-0123456789abcdef0123"
 WEBHOOK_SECRET = "whsec_stack_secret"
 STRIPE_KEY = "sk_test_stack"
+# Where Stripe sends the shopper after paying. Nothing in the stack serves it (a shop's own page
+# would); tests read it from the hosted page's redirect.
+STACK_SUCCESS_URL = (
+    "http://127.0.0.1:8000/checkout/success?order={ORDER_ID}&session={CHECKOUT_SESSION_ID}"
+)
 # The stack runs for minutes (chaos, bench, e2e): transient failures come back within seconds,
 # so a run goes quiet soon after its last fault; production waits minutes (shared/delivery.py).
 STACK_RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0)
@@ -125,6 +133,9 @@ class Stack:
                 PAYMENTS_STRIPE_API_KEY=STRIPE_KEY,
                 PAYMENTS_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
                 PAYMENTS_STRIPE_API_BASE=self.url("stripe_sim"),
+                # The simulator serves plain HTTP: this stack is a development setup and says so.
+                PAYMENTS_ALLOW_INSECURE_STRIPE_BASE="true",
+                PAYMENTS_CHECKOUT_SUCCESS_URL=STACK_SUCCESS_URL,
             )
         if service == "provisioning":
             env["PROVISIONING_PANEL_URL"] = self.url("panel_sim")
@@ -297,6 +308,23 @@ async def delete_broker_namespace(
             await channel.exchange_delete(exchange)
 
 
+def real_stripe_env(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """Payments' environment for Stripe's own API in test mode, when `environ` asks for it (a
+    Stripe test key and no PAYMENTS_STRIPE_API_BASE; see docs/stripe.md); None: the simulator.
+    Only `./run stack` asks: the tests, chaos and bench always run on the simulator."""
+    chosen = stripe_test_mode(environ)
+    if chosen is None:
+        return None
+    return {
+        "PAYMENTS_STRIPE_API_KEY": chosen.api_key,
+        "PAYMENTS_STRIPE_WEBHOOK_SECRET": chosen.webhook_secret,
+        "PAYMENTS_STRIPE_API_BASE": STRIPE_API_BASE,
+        "PAYMENTS_ALLOW_INSECURE_STRIPE_BASE": "false",
+        "PAYMENTS_CHECKOUT_SUCCESS_URL": environ.get("PAYMENTS_CHECKOUT_SUCCESS_URL")
+        or STACK_SUCCESS_URL,
+    }
+
+
 def parse_replicas(values: list[str]) -> dict[str, int]:
     replicas: dict[str, int] = {}
     for value in values:
@@ -328,9 +356,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     replicas = parse_replicas(args.replicas)
+    try:
+        real_stripe = real_stripe_env(os.environ)
+    except StripeChoiceRefused as exc:
+        parser.exit(2, f"./run stack: {exc}\n")
     admin_url, rabbitmq_url = infra.postgres_admin_url(), infra.rabbitmq_url()
     stack = asyncio.run(
-        create_stack(admin_url, rabbitmq_url, run_id=args.run_id, replicas=replicas, keep_data=True)
+        create_stack(
+            admin_url,
+            rabbitmq_url,
+            run_id=args.run_id,
+            replicas=replicas,
+            keep_data=True,
+            overrides={"payments": real_stripe} if real_stripe else None,
+        )
     )
     stack.migrate()
     # SIGTERM (an operator's `kill`, a supervisor) stops the children like Ctrl-C does; SIGINT
@@ -342,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, proc in stack.procs.items():
             print(f"{name:14s} {proc.url}  log: {proc.log_path}", flush=True)
         print(f"broker namespace: {stack.namespace}   jwt secret: {JWT_SECRET}", flush=True)
+        if real_stripe:
+            hook = f"{stack.url('payments')}/webhooks/stripe"
+            print(f"payments talks to Stripe in test mode: stripe listen --forward-to {hook}")
         signal.pause()
     except KeyboardInterrupt:
         pass

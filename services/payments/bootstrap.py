@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from services.payments import ledger, recovery
 from services.payments.api import router as accounts_router
 from services.payments.deps import PaymentsDeps, PaymentsRuntime
@@ -26,14 +28,32 @@ log = logging.getLogger("services.payments")
 
 
 class StripeNotConfigured(RuntimeError):
-    """Outside demo mode the Stripe key and webhook secret have no defaults."""
+    """Outside demo mode the Stripe key, webhook secret and success page have no defaults; or
+    the settings do not validate (an API base that is not https://, a typo in the seed)."""
 
-    def __init__(self, missing: list[str]) -> None:
+    def __init__(self, missing: list[str], *, invalid: str = "") -> None:
         super().__init__(
-            f"{' and '.join(missing)} must be set (or PAYMENTS_DEMO_MODE=true for the bundled "
-            "Stripe simulator's test values)"
+            invalid
+            or f"{_listed(missing)} must be set (or PAYMENTS_DEMO_MODE=true for the bundled "
+            "Stripe simulator's test values and the demo's pages)"
         )
         self.missing = missing
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> StripeNotConfigured:
+        # Each error's message and variable only: a ValidationError's own text also shows the
+        # input, which may be the key.
+        reasons = []
+        for error in exc.errors():
+            name = "PAYMENTS_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            reasons.append(message if name in message else f"{name}: {message}")
+        return cls([], invalid="; ".join(reasons))
+
+
+def _listed(names: list[str]) -> str:
+    *rest, last = names
+    return f"{', '.join(rest)} and {last}" if rest else last
 
 
 def build(
@@ -43,8 +63,12 @@ def build(
     auto_migrate: bool = False,
     gateway: StripeGateway | None = None,
 ) -> PaymentsRuntime:
-    settings = settings or PaymentsSettings()
-    if missing := settings.missing_secrets():
+    if settings is None:
+        try:
+            settings = PaymentsSettings()
+        except ValidationError as exc:
+            raise StripeNotConfigured.from_validation(exc) from None
+    if missing := settings.missing_settings():
         raise StripeNotConfigured(missing)
     owns_gateway = gateway is None  # a gateway passed in belongs to the caller, who closes it
     if gateway is None:

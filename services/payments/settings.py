@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.payments.domain import parse_seed_credits
@@ -11,6 +15,17 @@ from shared.settings import ServiceSettings
 # What the bundled Stripe simulator accepts by default; used in demo mode only.
 DEMO_STRIPE_API_KEY = "sk_test_sim"
 DEMO_STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
+# Stripe's own API, the default outside demo mode; the simulator's address, demo mode's.
+STRIPE_API_BASE = "https://api.stripe.com"
+SIMULATOR_API_BASE = "http://127.0.0.1:12111"
+# The demo's own pages (demo/app.py serves them on its default port).
+DEMO_SUCCESS_URL = "http://127.0.0.1:8000/done?order={ORDER_ID}&session={CHECKOUT_SESSION_ID}"
+DEMO_CANCEL_URL = "http://127.0.0.1:8000/cancelled?order={ORDER_ID}"
+# Secret and restricted keys; a publishable key (pk_) cannot create sessions or refunds.
+_SERVER_KEY_PREFIXES = ("sk_", "rk_")
+_LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+_METHOD_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class PaymentsSettings(ServiceSettings):
@@ -24,7 +39,12 @@ class PaymentsSettings(ServiceSettings):
     demo_mode: bool = False
     stripe_api_key: SecretStr = SecretStr("")
     stripe_webhook_secret: SecretStr = SecretStr("")
-    stripe_api_base: str = "http://127.0.0.1:12111"
+    # Development setups only (the dev stack, the tests, the chaos run): lets the API base be the
+    # simulator's plain-HTTP address. Anywhere else the key would travel unencrypted.
+    allow_insecure_stripe_base: bool = False
+    # Empty: Stripe's own API (STRIPE_API_BASE), or the simulator's address in demo mode. Given:
+    # https:// unless this is demo mode or a development setup (see _stripe_base).
+    stripe_api_base: str = Field(default="", validate_default=True)
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_timeout_seconds: float = Field(default=10.0, gt=0)
     # Bounded retries of one Stripe call (connection errors and 5xx) before the handler gives up.
@@ -34,11 +54,16 @@ class PaymentsSettings(ServiceSettings):
     stripe_max_attempts: int = Field(default=6, ge=1, le=10)
     stripe_retry_base_seconds: float = Field(default=0.5, gt=0)
     stripe_retry_cap_seconds: float = Field(default=5.0, gt=0)
-    # {CHECKOUT_SESSION_ID} is filled in by Stripe; {ORDER_ID} by us before the session is made.
-    checkout_success_url: str = (
-        "http://127.0.0.1:8000/checkout/success?order={ORDER_ID}&session={CHECKOUT_SESSION_ID}"
-    )
-    checkout_cancel_url: str = "http://127.0.0.1:8000/checkout/cancel?order={ORDER_ID}"
+    # Where Stripe sends the shopper after paying: the shop's own page (none of the services
+    # serves one; GET /orders/{id} needs the shopper's token). Required outside demo mode, where
+    # it is the demo's page. {CHECKOUT_SESSION_ID} is filled in by Stripe; {ORDER_ID} by us.
+    checkout_success_url: str = ""
+    # Where the shopper's "back" link on Stripe's page leads; empty: Checkout shows none.
+    checkout_cancel_url: str = ""
+    # PAYMENTS_PAYMENT_METHOD_TYPES, a comma list ("card" or "card,sepa_debit"), sent as
+    # Checkout's payment_method_types. Empty: whatever the Stripe Dashboard enables, which may
+    # include bank debits that settle days later.
+    payment_method_types: str = ""
     # "demo-shopper=500,alice=100": granted once at startup (reference grant:seed:<user>).
     seed_credits: str = ""
     # Webhook events stored before their session or refund row was visible are retried this
@@ -62,6 +87,42 @@ class PaymentsSettings(ServiceSettings):
         parse_seed_credits(value)  # refuse to start on a typo rather than seed nothing
         return value
 
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _stripe_base(cls, value: str, info: ValidationInfo) -> str:
+        # A field validator, not a model one: its error shows only this field's input, never the
+        # key. The fields read here are declared above this one, so they are validated already.
+        demo = bool(info.data.get("demo_mode"))
+        base = value.strip().rstrip("/")
+        if not base:
+            base = SIMULATOR_API_BASE if demo else STRIPE_API_BASE
+        elif not base.startswith("https://") and not (
+            demo or info.data.get("allow_insecure_stripe_base")
+        ):
+            raise ValueError(
+                "PAYMENTS_STRIPE_API_BASE must be an https:// URL (leave it unset for Stripe's "
+                "own API); the simulator's plain-HTTP address is for development setups only, "
+                "which say so with PAYMENTS_ALLOW_INSECURE_STRIPE_BASE=true"
+            )
+        key = info.data.get("stripe_api_key")
+        secret = key.get_secret_value() if isinstance(key, SecretStr) else ""
+        if base == STRIPE_API_BASE and secret and not secret.startswith(_SERVER_KEY_PREFIXES):
+            raise ValueError(
+                "PAYMENTS_STRIPE_API_KEY must be a Stripe secret or restricted key (sk_... or "
+                "rk_...) to talk to Stripe's API"
+            )
+        return base
+
+    @field_validator("payment_method_types")
+    @classmethod
+    def _method_types_parse(cls, value: str) -> str:
+        if value.strip() and not all(_METHOD_TYPE.fullmatch(t.strip()) for t in value.split(",")):
+            raise ValueError(
+                "PAYMENTS_PAYMENT_METHOD_TYPES must be a comma list of Stripe payment method "
+                "types, e.g. card or card,sepa_debit"
+            )
+        return value
+
     @model_validator(mode="after")
     def _demo_defaults(self) -> PaymentsSettings:
         if self.demo_mode:
@@ -69,7 +130,23 @@ class PaymentsSettings(ServiceSettings):
                 self.stripe_api_key = SecretStr(DEMO_STRIPE_API_KEY)
             if not self.stripe_webhook_secret.get_secret_value():
                 self.stripe_webhook_secret = SecretStr(DEMO_STRIPE_WEBHOOK_SECRET)
+            self.checkout_success_url = self.checkout_success_url or DEMO_SUCCESS_URL
+            self.checkout_cancel_url = self.checkout_cancel_url or DEMO_CANCEL_URL
         return self
+
+    @property
+    def allowed_payment_method_types(self) -> tuple[str, ...]:
+        """PAYMENTS_PAYMENT_METHOD_TYPES as a list, in order, each once; () allows any."""
+        types = (t.strip() for t in self.payment_method_types.split(","))
+        return tuple(dict.fromkeys(t for t in types if t))
+
+    def missing_settings(self) -> list[str]:
+        """Environment names of the settings without a default here that are not set: the
+        Stripe secrets and the success page outside demo mode (names only, sorted)."""
+        missing = self.missing_secrets()
+        if not self.checkout_success_url.strip():
+            missing.append("PAYMENTS_CHECKOUT_SUCCESS_URL")
+        return sorted(missing)
 
     def missing_secrets(self) -> list[str]:
         """Environment names of the Stripe secrets not set (names only: never the values)."""
@@ -82,3 +159,40 @@ class PaymentsSettings(ServiceSettings):
             )
             if not value.get_secret_value().strip()
         ]
+
+
+class StripeChoiceRefused(ValueError):
+    """A development setup (the dev stack, the demo) was asked for a Stripe it will not use."""
+
+
+@dataclass(frozen=True)
+class StripeTestMode:
+    """Stripe's own API in test mode, as the environment asks for it."""
+
+    api_key: str
+    webhook_secret: str
+
+
+def stripe_test_mode(environ: Mapping[str, str]) -> StripeTestMode | None:
+    """What the environment asks a development setup (the dev stack, the demo) to talk to:
+    Stripe's own API in test mode when PAYMENTS_STRIPE_API_KEY is a Stripe test key and no
+    PAYMENTS_STRIPE_API_BASE is given; None: the bundled simulator. A live key is refused (these
+    setups never charge real money), and so is test mode without its webhook secret."""
+    key = environ.get("PAYMENTS_STRIPE_API_KEY", "").strip()
+    if environ.get("PAYMENTS_STRIPE_API_BASE", "").strip():
+        return None  # a Stripe of one's own choosing: the setup's simulator stays in charge
+    if key.startswith(_LIVE_KEY_PREFIXES):
+        raise StripeChoiceRefused(
+            "PAYMENTS_STRIPE_API_KEY is a live key; development setups use Stripe in test mode "
+            "only (sk_test_...)"
+        )
+    if not key.startswith(_TEST_KEY_PREFIXES):
+        return None
+    secret = environ.get("PAYMENTS_STRIPE_WEBHOOK_SECRET", "").strip()
+    if not secret:
+        raise StripeChoiceRefused(
+            "Stripe test mode needs PAYMENTS_STRIPE_WEBHOOK_SECRET too: the secret of the "
+            "endpoint Stripe sends events to (`stripe listen --print-secret` prints the one "
+            "`stripe listen --forward-to` signs with); see docs/stripe.md"
+        )
+    return StripeTestMode(api_key=key, webhook_secret=secret)

@@ -63,20 +63,40 @@ class StripeRefund:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether the same call, under the same idempotency key, may get another answer."""
     if isinstance(exc, stripe.APIConnectionError):
         return True
     if isinstance(exc, stripe.StripeError):
+        # Stripe's own advice comes first, as in the official SDKs: `false` on a 5xx it kept for
+        # the key (the same key only replays it), `true` on an error that did nothing and may
+        # pass next time (a lock timeout) whatever its status.
+        advice = should_retry(exc)
+        if advice is not None:
+            return advice
         status = exc.http_status or 0
         return status >= 500 or status in _RETRY_STATUSES
     return False
 
 
+def should_retry(exc: stripe.StripeError) -> bool | None:
+    """Stripe's `Stripe-Should-Retry` answer on this error; None when it gave none."""
+    for name, value in (exc.headers or {}).items():
+        if name.lower() == "stripe-should-retry":
+            return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
 def _describe(exc: stripe.StripeError) -> str:
     code = getattr(exc, "code", None)
     # user_message/_message never carry the API key; the raw request is deliberately not logged.
-    return (
+    described = (
         f"stripe {type(exc).__name__} (status {exc.http_status}, code {code}): {exc.user_message}"
     )
+    if should_retry(exc) is False and (exc.http_status or 0) >= 500:
+        # Stripe ran the request and keeps this answer for the key: what it did is unknown until
+        # its webhook or a retrieve tells (docs/stripe.md, "Retries").
+        described += " (Stripe-Should-Retry: false: the outcome at Stripe is unknown)"
+    return described
 
 
 class StripeGateway:
@@ -89,6 +109,7 @@ class StripeGateway:
         max_attempts: int = 4,
         retry_base_seconds: float = 0.5,
         retry_cap_seconds: float = 5.0,
+        payment_method_types: Sequence[str] = (),
     ) -> None:
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         # The SDK's own retries are off: tenacity below owns the (bounded, logged) policy.
@@ -100,6 +121,8 @@ class StripeGateway:
         )
         self._max_attempts = max_attempts
         self._wait = wait_exponential(multiplier=retry_base_seconds, max=retry_cap_seconds)
+        # Sent with every Checkout Session; empty: what the Stripe Dashboard enables.
+        self._payment_method_types = tuple(payment_method_types)
 
     @classmethod
     def from_settings(cls, settings: PaymentsSettings) -> StripeGateway:
@@ -110,6 +133,7 @@ class StripeGateway:
             max_attempts=settings.stripe_max_attempts,
             retry_base_seconds=settings.stripe_retry_base_seconds,
             retry_cap_seconds=settings.stripe_retry_cap_seconds,
+            payment_method_types=settings.allowed_payment_method_types,
         )
 
     async def aclose(self) -> None:
@@ -144,8 +168,12 @@ class StripeGateway:
             "metadata": dict(metadata),
             "expires_at": int(expires_at.timestamp()),
             "success_url": success_url,
-            "cancel_url": cancel_url,
         }
+        # Stripe refuses an empty string here (it would mean "unset"): no page, no parameter.
+        if cancel_url:
+            params["cancel_url"] = cancel_url
+        if self._payment_method_types:
+            params["payment_method_types"] = list(self._payment_method_types)
         session = await self._call(
             "create_session",
             order_id,

@@ -1,4 +1,5 @@
-"""Injected faults: API errors, responses lost after commit, misbehaving webhook delivery.
+"""Injected faults: API errors before or after the request ran, responses lost after commit,
+misbehaving webhook delivery.
 
 Set through ``POST /_sim/faults`` (see :mod:`.routes_sim`). Every method here is
 synchronous and never awaits, so on the event loop each one is atomic: two requests can
@@ -39,6 +40,13 @@ class ApiErrorRule(_Rule):
     status: int = Field(default=500, ge=400, le=599)
 
 
+class ErrorAfterExecutionRule(_Rule):
+    """The next ``count`` matching API requests that succeed answer ``status`` instead: what
+    they did stays done, and their idempotency key keeps the error, as Stripe keeps a 500."""
+
+    status: int = Field(default=500, ge=500, le=599)
+
+
 class TimeoutAfterCommitRule(_Rule):
     """The next ``count`` matching requests commit, then their response is held."""
 
@@ -64,6 +72,7 @@ class FaultsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_errors: list[ApiErrorRule] | None = None
+    api_errors_after_execution: list[ErrorAfterExecutionRule] | None = None
     timeout_after_commit: list[TimeoutAfterCommitRule] | None = None
     webhooks: WebhookFaults | None = None
 
@@ -86,6 +95,7 @@ NORMAL_DELIVERY = WebhookPlan(drop=False, copies=1, delay_seconds=0.0, reorder=F
 
 COUNTER_NAMES = (
     "api_errors",  # API requests answered with an injected error
+    "api_errors_after_execution",  # requests that ran, answered with an injected error
     "timeout_after_commit",  # committed requests whose response was held
     "webhook_duplicates",  # extra copies sent beyond the first
     "webhook_delayed",  # deliveries that waited delay_seconds
@@ -98,6 +108,7 @@ COUNTER_NAMES = (
 class Faults:
     def __init__(self) -> None:
         self._api_errors: list[ApiErrorRule] = []
+        self._errors_after: list[ErrorAfterExecutionRule] = []
         self._timeouts: list[TimeoutAfterCommitRule] = []
         self._webhooks = WebhookFaults()
         self._counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -106,6 +117,8 @@ class Faults:
         # Copies: the rules' counts are decremented here, never in the caller's objects.
         if body.api_errors is not None:
             self._api_errors = [r.model_copy() for r in body.api_errors]
+        if body.api_errors_after_execution is not None:
+            self._errors_after = [r.model_copy() for r in body.api_errors_after_execution]
         if body.timeout_after_commit is not None:
             self._timeouts = [r.model_copy() for r in body.timeout_after_commit]
         if body.webhooks is not None:
@@ -114,6 +127,7 @@ class Faults:
     def clear(self) -> None:
         """Remove every fault and zero the counters (a clean slate between test cases)."""
         self._api_errors = []
+        self._errors_after = []
         self._timeouts = []
         self._webhooks = WebhookFaults()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
@@ -122,6 +136,7 @@ class Faults:
         """Body of ``GET /_sim/faults``: rules still armed (remaining counts) and counters."""
         return {
             "api_errors": [r.model_dump() for r in self._api_errors],
+            "api_errors_after_execution": [r.model_dump() for r in self._errors_after],
             "timeout_after_commit": [r.model_dump() for r in self._timeouts],
             "webhooks": self._webhooks.model_dump(),
             "counters": dict(self._counters),
@@ -131,18 +146,22 @@ class Faults:
         self._counters[name] += n
 
     def take_api_error(self, method: str, path: str) -> ApiErrorRule | None:
-        rule = _take(self._api_errors, method, path)
-        if rule is not None:
-            self.count("api_errors")
-        return rule
+        return self._take_counted(self._api_errors, "api_errors", method, path)
+
+    def take_error_after_execution(self, method: str, path: str) -> ErrorAfterExecutionRule | None:
+        """The rule answering a request that has just succeeded with an error, if one matches."""
+        return self._take_counted(self._errors_after, "api_errors_after_execution", method, path)
 
     def take_timeout(self, method: str, path: str) -> float | None:
         """Seconds to hold this committed request's response, if a rule matches."""
-        rule = _take(self._timeouts, method, path)
-        if rule is None:
-            return None
-        self.count("timeout_after_commit")
-        return rule.delay_seconds
+        rule = self._take_counted(self._timeouts, "timeout_after_commit", method, path)
+        return None if rule is None else rule.delay_seconds
+
+    def _take_counted(self, rules: list[_R], counter: str, method: str, path: str) -> _R | None:
+        rule = _take(rules, method, path)
+        if rule is not None:
+            self.count(counter)
+        return rule
 
     def plan_webhook(self) -> WebhookPlan:
         w = self._webhooks

@@ -197,6 +197,67 @@ def list_expand_param(params: Params) -> list[str]:
     return paths
 
 
+# --- amounts ---------------------------------------------------------------------
+
+# Stripe's minimum charge per presentment currency, in minor units ("Minimum and maximum charge
+# amounts", https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts). Currencies
+# not listed here are not held to a minimum by the simulator.
+MIN_CHARGE_AMOUNTS: dict[str, int] = {
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+    "usd": 50,
+}
+# "The amount value supports up to eight digits" (same page): 99999999 minor units, e.g.
+# $999,999.99. Stripe allows a few currencies more (IDR, say); the simulator holds all to eight.
+MAX_CHARGE_AMOUNT = 99_999_999
+# Currencies without minor units: their amounts are shown as whole numbers.
+_ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+
+
+def shown_amount(amount: int, currency: str) -> str:
+    """An amount as Stripe's messages show it ("0.50 eur", "50 jpy")."""
+    if currency in _ZERO_DECIMAL:
+        return f"{amount:,} {currency}"
+    return f"{amount // 100:,}.{amount % 100:02d} {currency}"
+
+
+def check_charge_amount(amount: int, currency: str) -> None:
+    """Refuse what Stripe would not charge in one payment: below the currency's minimum
+    (`amount_too_small`) or past eight digits (`amount_too_large`)."""
+    minimum = MIN_CHARGE_AMOUNTS.get(currency, 0)
+    if amount < minimum:
+        raise ParamError(
+            f"Amount must be at least {shown_amount(minimum, currency)}",
+            code="amount_too_small",
+        )
+    if amount > MAX_CHARGE_AMOUNT:
+        raise ParamError(
+            f"Amount must be no more than {shown_amount(MAX_CHARGE_AMOUNT, currency)}",
+            code="amount_too_large",
+        )
+
+
 # --- list endpoints ------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from .params import (
     as_hash,
     as_integer,
     as_string,
+    check_charge_amount,
     expand_param,
     list_args,
     list_expand_param,
@@ -35,6 +36,18 @@ MAX_EXPIRY_SECONDS = 24 * 3600
 # A client computing `now + 30 min` reaches us a moment later; rejecting that would make the
 # documented minimum unusable, so this much latency/clock skew is tolerated on the lower bound.
 EXPIRY_SKEW_SECONDS = 60
+# "For payment mode, there is a maximum of 100 line items" (API reference, line_items).
+MAX_LINE_ITEMS = 100
+# The payment method types the simulator can take: a card, and bank debits whose result comes
+# later (its `delayed` payments), each in the currencies it collects in.
+CARD = "card"
+DELAYED_METHOD_CURRENCIES: dict[str, frozenset[str]] = {
+    "acss_debit": frozenset({"cad", "usd"}),
+    "au_becs_debit": frozenset({"aud"}),
+    "bacs_debit": frozenset({"gbp"}),
+    "sepa_debit": frozenset({"eur"}),
+    "us_bank_account": frozenset({"usd"}),
+}
 
 _CREATE_SESSION_PARAMS = frozenset(
     {
@@ -66,12 +79,7 @@ def session_spec(params: Params, now: int) -> NewSession:
             f"Invalid mode: the Stripe simulator supports only mode=payment, not {mode}.",
             param="mode",
         )
-    pm_types = params.get("payment_method_types")
-    if pm_types is not None and as_array(pm_types, "payment_method_types") != ["card"]:
-        raise ParamError(
-            "The Stripe simulator supports only payment_method_types[0]=card.",
-            param="payment_method_types",
-        )
+    method_types = _method_types(params.get("payment_method_types"))
     success_url = url_param(params, "success_url", required=True)
     assert success_url is not None
     items, currency = _line_items(params.get("line_items"))
@@ -83,6 +91,14 @@ def session_spec(params: Params, now: int) -> NewSession:
             f"items ({currency}).",
             param="currency",
         )
+    for method in method_types:
+        if method != CARD and currency not in DELAYED_METHOD_CURRENCIES[method]:
+            raise ParamError(
+                f"The payment method type {method} cannot be used with currency {currency} "
+                f"(it collects {', '.join(sorted(DELAYED_METHOD_CURRENCIES[method]))}).",
+                param="payment_method_types",
+            )
+    check_charge_amount(sum(li.unit_amount * li.quantity for li in items), currency)
     expires_at = now + MAX_EXPIRY_SECONDS
     if params.get("expires_at") not in (None, ""):
         expires_at = as_integer(params["expires_at"], "expires_at")
@@ -112,15 +128,42 @@ def session_spec(params: Params, now: int) -> NewSession:
         customer_email=email,
         metadata=metadata_param(params),
         expires_at=expires_at,
+        payment_method_types=method_types,
     )
+
+
+def _method_types(raw: Any) -> tuple[str, ...]:
+    """The methods the buyer may use, as given; () when not given (the account's choice)."""
+    if raw is None or raw == "":
+        return ()
+    known = sorted({CARD, *DELAYED_METHOD_CURRENCIES})
+    types: list[str] = []
+    for i, value in enumerate(as_array(raw, "payment_method_types")):
+        param = f"payment_method_types[{i}]"
+        method = as_string(value, param)
+        if method not in known:
+            raise ParamError(
+                f"Invalid {param}: must be one of {', '.join(known)} (the payment method types "
+                "the Stripe simulator supports).",
+                param=param,
+            )
+        types.append(method)
+    return tuple(dict.fromkeys(types))
 
 
 def _line_items(raw: Any) -> tuple[tuple[LineItem, ...], str]:
     if raw is None or raw == "" or raw == []:
         raise missing_param("line_items")
+    entries = as_array(raw, "line_items")
+    if len(entries) > MAX_LINE_ITEMS:
+        raise ParamError(
+            f"A Checkout Session in payment mode can have at most {MAX_LINE_ITEMS} line items "
+            f"({len(entries)} given).",
+            param="line_items",
+        )
     items: list[LineItem] = []
     currency: str | None = None
-    for i, entry in enumerate(as_array(raw, "line_items")):
+    for i, entry in enumerate(entries):
         p = f"line_items[{i}]"
         li = as_hash(entry, p)
         reject_unknown(li, _LINE_ITEM_PARAMS, p)

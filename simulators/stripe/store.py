@@ -29,6 +29,11 @@ EventSink = Callable[[StripeObject], None]
 PaymentMethodKind = Literal["card", "delayed", "card_refund_fails"]
 REFUND_FAILING_CARD_LAST4 = "5126"
 AsyncOutcome = Literal["succeeded", "failed"]
+_METHOD_WORDS: dict[PaymentMethodKind, str] = {
+    "card": "card",
+    "card_refund_fails": "card",
+    "delayed": "delayed bank debit",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class NewSession:
     customer_email: str | None
     metadata: dict[str, str]
     expires_at: int
+    # As given on creation; () leaves the choice to the account (a card or a delayed debit).
+    payment_method_types: tuple[str, ...] = ()
 
 
 # Expandable checkout.session fields. Only payment_intent can be non-null in this
@@ -86,6 +93,8 @@ class SimStore:
         # dicts keep insertion order, which is creation order: lists read them reversed.
         self._sessions: dict[str, StripeObject] = {}
         self._line_items: dict[str, tuple[LineItem, ...]] = {}
+        # Sessions created with payment_method_types: the only methods their buyer may use.
+        self._method_types: dict[str, tuple[str, ...]] = {}
         self._payment_intents: dict[str, StripeObject] = {}
         self._session_by_pi: dict[str, str] = {}
         # Payment intents paid with the refund-failing test card.
@@ -124,6 +133,9 @@ class SimStore:
                 customer_email=spec.customer_email,
                 metadata=spec.metadata,
             )
+            if spec.payment_method_types:
+                session["payment_method_types"] = list(spec.payment_method_types)
+                self._method_types[session_id] = spec.payment_method_types
             self._sessions[session_id] = session
             self._line_items[session_id] = spec.line_items
             return copy.deepcopy(session)
@@ -184,6 +196,7 @@ class SimStore:
             self._expire_due_locked()
             session = self._session_or_404(session_id)
             _require_open(session, action="paid")
+            self._require_offered(session_id, payment_method)
             if amount_total is not None:
                 session["amount_total"] = amount_total
             delayed = payment_method == "delayed"
@@ -277,6 +290,23 @@ class SimStore:
     def _expire_locked(self, session: StripeObject, ctx: RequestContext) -> StripeObject:
         session.update(status="expired", url=None)
         return self.emit_locked("checkout.session.expired", session, ctx)
+
+    def _require_offered(self, session_id: str, payment_method: PaymentMethodKind) -> None:
+        """Refuse a method the session's payment_method_types leave out: Checkout never offers
+        it, so no buyer can pay with it."""
+        allowed = self._method_types.get(session_id)
+        if allowed is None:
+            return
+        if payment_method == "delayed":
+            offered = any(t != "card" for t in allowed)
+        else:
+            offered = "card" in allowed
+        if not offered:
+            raise StripeApiError(
+                400,
+                f"Checkout Session {session_id} offers only payment_method_types "
+                f"{list(allowed)}: it cannot be paid with a {_METHOD_WORDS[payment_method]}.",
+            )
 
     def _session_or_404(self, session_id: str) -> StripeObject:
         try:

@@ -34,6 +34,10 @@ from tests.support.stripe_sim import API_KEY, WEBHOOK_SECRET, Delivery, Sim, web
 
 T = TypeVar("T")
 WEBHOOK_PATH = "/webhooks/stripe"
+# Payments requires a success page outside demo mode; this is the one of the tests' settings.
+TEST_SUCCESS_URL = (
+    "http://127.0.0.1:8000/checkout/success?order={ORDER_ID}&session={CHECKOUT_SESSION_ID}"
+)
 # What payments may answer the saga's InquirePayment with.
 INQUIRY_ANSWERS = (
     PaymentSucceeded.TYPE,
@@ -51,8 +55,12 @@ def payments_settings(database_url: str, **overrides: Any) -> PaymentsSettings:
     values: dict[str, Any] = {
         "stripe_api_key": API_KEY,
         "stripe_webhook_secret": WEBHOOK_SECRET,
-        # Nothing listens here: a test that reaches Stripe by accident fails fast.
+        # Nothing listens here: a test that reaches Stripe by accident fails fast. Plain HTTP, as
+        # the simulator serves it: the tests are a development setup and say so.
         "stripe_api_base": "http://127.0.0.1:9",
+        "allow_insecure_stripe_base": True,
+        # Where Stripe would send the shopper back; no test follows it.
+        "checkout_success_url": TEST_SUCCESS_URL,
         "stripe_max_attempts": 2,
         "stripe_retry_base_seconds": 0.01,
         "log_json": False,

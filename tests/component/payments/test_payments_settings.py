@@ -93,3 +93,23 @@ def test_demo_mode_keeps_secrets_that_were_given(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PAYMENTS_STRIPE_API_KEY", SECRET_KEY)
 
     assert PaymentsSettings().stripe_api_key.get_secret_value() == SECRET_KEY
+
+
+def test_an_insecure_api_base_is_refused_naming_it_and_never_printing_the_key(
+    tmp_path: Path,
+) -> None:
+    env = clean_env(
+        tmp_path,
+        PAYMENTS_STRIPE_API_KEY=SECRET_KEY,
+        PAYMENTS_STRIPE_WEBHOOK_SECRET="whsec_x",
+        PAYMENTS_CHECKOUT_SUCCESS_URL="https://shop.example/paid",
+        PAYMENTS_STRIPE_API_BASE="http://127.0.0.1:12111",
+    )
+
+    refused = start_service(env)
+
+    assert refused.returncode == 2
+    assert "payments refuses to start" in refused.stderr
+    assert "PAYMENTS_STRIPE_API_BASE must be an https:// URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert SECRET_KEY not in refused.stderr + refused.stdout

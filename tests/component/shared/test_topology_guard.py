@@ -40,6 +40,7 @@ def _handled(tmp_path: Path) -> Iterator[tuple[str, frozenset[type[Contract]]]]:
                 database_url=f"sqlite+aiosqlite:///{tmp_path}/p.db",
                 stripe_api_key=SecretStr("sk_test_topology"),
                 stripe_webhook_secret=SecretStr("whsec_topology"),
+                checkout_success_url="https://shop.example/paid",
                 **common,
             )
         ),
