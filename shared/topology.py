@@ -28,6 +28,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         c.PaymentFailed,
         c.PaymentExpired,
         c.PaymentPending,
+        c.PaymentDisputed,
         c.PaymentRefunded,
         c.RefundFailed,
         c.OrderProvisioned,

@@ -41,6 +41,7 @@ ORDER_STATUSES = (
     "cancelled",
     "refunded",
     "refund_failed",
+    "disputed",
 )
 _status_check = "status IN (" + ", ".join(f"'{s}'" for s in ORDER_STATUSES) + ")"
 

@@ -483,8 +483,8 @@ class DisputeState:
 
 @dataclass(frozen=True)
 class DisputeChange:
-    """What a dispute's move would announce to the saga (a `PaymentDisputed` contract, not
-    written yet: until then it is logged at warning and listed to operators)."""
+    """What a dispute's move announces to the saga (`PaymentDisputed`), also logged at warning
+    and listed to operators."""
 
     order_id: str
     dispute_id: str

@@ -43,6 +43,7 @@ from shared.db import is_postgres, one_of
 from shared.logging import log_fields
 from shared.messages import Contract
 from shared.messages.contracts import (
+    PaymentDisputed,
     PaymentExpired,
     PaymentFailed,
     PaymentPending,
@@ -210,7 +211,7 @@ async def apply_event(db: AsyncSession, outbox: Outbox, event: dict[str, Any]) -
     if kind == "charge.refunded":
         return await _track_charge_refunds(db, outbox, obj, kind)
     if kind in DISPUTE_EVENTS:
-        return await _track_dispute(db, event, obj, kind)
+        return await _track_dispute(db, outbox, event, obj, kind)
     return APPLIED
 
 
@@ -424,10 +425,11 @@ async def _track_charge_refunds(
 
 
 async def _track_dispute(
-    db: AsyncSession, event: dict[str, Any], obj: dict[str, Any], kind: str
+    db: AsyncSession, outbox: Outbox, event: dict[str, Any], obj: dict[str, Any], kind: str
 ) -> EventOutcome:
     """Records what a charge.dispute.* event shows of a dispute of one of our payments (found
-    by the disputed payment intent); a change of its status is logged at warning."""
+    by the disputed payment intent); a change of its status is logged at warning and said to
+    the saga (`PaymentDisputed`), which shows it on the order."""
     dispute_id, intent = obj.get("id"), _intent_id(obj)
     order_id = None if intent is None else await repository.order_paid_by(db, intent)
     if order_id is None or intent is None or not isinstance(dispute_id, str):
@@ -452,7 +454,18 @@ async def _track_dispute(
     )
     change = dispute_changes(stored, state, order_id=order_id, dispute_id=dispute_id)
     if change is not None:
-        # Where a PaymentDisputed contract would be written to the outbox, once there is one.
+        await outbox.emit(
+            db,
+            PaymentDisputed(
+                order_id=change.order_id,
+                dispute_id=change.dispute_id,
+                status=change.status,
+                amount=change.amount,
+                currency=change.currency,
+                reason=change.reason,
+            ),
+            correlation_id=change.order_id,
+        )
         log.warning(
             "payment disputed: dispute %s is %s (%s, %d %s)",
             dispute_id,

@@ -281,6 +281,21 @@ class PaymentPending(Event):
     status: str
 
 
+class PaymentDisputed(Event):
+    """The shopper's bank disputes the payment (`status` is Stripe's dispute status, e.g.
+    `needs_response`, `under_review`, `won`, `lost`), said on every change of it. The order
+    shows it; the money may be taken back (`lost`)."""
+
+    TYPE = "payments.payment_disputed"
+
+    order_id: str
+    dispute_id: str
+    status: str
+    amount: int
+    currency: str
+    reason: str
+
+
 class ExpirePaymentSession(Command):
     TYPE = "payments.expire_payment_session"
     TARGET = PAYMENTS

@@ -429,6 +429,28 @@ def _on_refund_failed(
     return _finish(failed.evolve(awaiting=()), OrderStatus.REFUND_FAILED, why)
 
 
+# A dispute that ended with the money kept (an inquiry closed without a chargeback, too).
+_DISPUTE_WON = frozenset({"won", "warning_closed"})
+
+
+def _on_payment_disputed(
+    state: SagaState, r: c.PaymentDisputed, now: datetime, timing: Timing
+) -> Decision:
+    """The bank disputes the payment. An ended order becomes `disputed` while it is open and
+    when it is lost (the money taken back), and gets its status back when it is won; a running
+    saga keeps going and only records it (its own end is still to come)."""
+    why = f"payment disputed ({r.reason}): {r.status}, {r.amount} {r.currency.upper()}"
+    disputed = state.evolve(dispute=r.status)
+    if state.step is not Step.DONE:
+        return Decision(disputed, changes=((state.status, why),))
+    before = state.status_before_dispute or state.status
+    if r.status in _DISPUTE_WON:
+        settled = disputed.evolve(status=before, status_before_dispute=None)
+        return Decision(settled, changes=((before, why),))
+    opened = disputed.evolve(status=OrderStatus.DISPUTED, status_before_dispute=before)
+    return Decision(opened, changes=((OrderStatus.DISPUTED, why),))
+
+
 def _on_awaited(state: SagaState, r: Contract, now: datetime, timing: Timing) -> Decision:
     """A compensation or refund confirmed; once nothing is owed, the order reaches its end."""
     if state.step not in (Step.COMPENSATING, Step.REFUNDING) or r.TYPE not in state.awaiting:
@@ -469,6 +491,7 @@ _REACTIONS: dict[type[Contract], Reaction] = {
     c.PaymentRefunded: _on_awaited,
     c.CreditsRefunded: _on_awaited,
     c.RefundFailed: _on_refund_failed,
+    c.PaymentDisputed: _on_payment_disputed,
 }
 
 REPLY_TYPES: tuple[type[Contract], ...] = tuple(_REACTIONS)

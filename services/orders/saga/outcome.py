@@ -21,7 +21,8 @@ def outcome_of(state: SagaState, *, reason: str) -> c.OrderCompleted | c.OrderCa
     running again, and announces `refunded` once the refund is confirmed."""
     if state.step is not Step.DONE or state.status not in TERMINAL:
         return None
-    delivered = state.after_refund if state.status is OrderStatus.REFUND_FAILED else state.status
+    ended = state.status_before_dispute or state.status  # a dispute changes no delivery
+    delivered = state.after_refund if ended is OrderStatus.REFUND_FAILED else ended
     if delivered in COMPLETED:
         return c.OrderCompleted(
             order_id=state.order_id, cart_id=state.cart_id, status=delivered.value

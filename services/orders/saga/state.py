@@ -45,6 +45,8 @@ class OrderStatus(StrEnum):
     # shopper is owed money, and only an operator moves it on (retry it, or record a refund
     # made elsewhere).
     REFUND_FAILED = "refund_failed"
+    # The shopper's bank disputes the payment (open, or lost: the money was taken back).
+    DISPUTED = "disputed"
 
 
 TERMINAL = frozenset(
@@ -54,6 +56,7 @@ TERMINAL = frozenset(
         OrderStatus.CANCELLED,
         OrderStatus.REFUNDED,
         OrderStatus.REFUND_FAILED,
+        OrderStatus.DISPUTED,
     }
 )
 
@@ -112,6 +115,9 @@ class SagaState(BaseModel):
     refund_failed: str | None = None
     # Refunds retried by an operator after a failure: each retry is a new refund (a new key).
     refund_retries: int = 0
+    # Stripe's status of a dispute of the payment; the status the order had before it opened.
+    dispute: str | None = None
+    status_before_dispute: OrderStatus | None = None
     # The status the order takes once the refunds in flight are confirmed.
     after_refund: OrderStatus | None = None
     # What payments last said of a payment that has no outcome yet ("open", "processing").

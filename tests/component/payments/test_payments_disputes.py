@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from services.payments.domain import as_utc
-from shared.messages.contracts import PaymentSessionCreated, PaymentSucceeded
+from shared.messages.contracts import PaymentDisputed
 from tests.support.payments import completed, forward, open_session, paid_order, post_webhook
 from tests.support.payments_stripe_events import (
     dispute,
@@ -74,11 +74,13 @@ async def test_a_dispute_opened_and_lost_at_stripe_is_recorded_and_shown_to_oper
         f"payment disputed: dispute {dispute_id} is needs_response (fraudulent, 2999 eur)",
         f"payment disputed: dispute {dispute_id} is lost (fraudulent, 2999 eur)",
     ]
-    # Nothing announced: no contract carries a dispute yet (domain.dispute_changes).
-    assert {e.type for e in await payments_on_sim.emitted()} == {
-        PaymentSessionCreated.TYPE,
-        PaymentSucceeded.TYPE,
-    }
+    # The same two changes said to the saga, which shows them on the order.
+    disputes = await payments_on_sim.emitted(PaymentDisputed.TYPE)
+    assert [(e.payload["status"], e.payload["amount"]) for e in disputes] == [
+        ("needs_response", 2999),
+        ("lost", 2999),
+    ]
+    assert {e.correlation_id for e in disputes} == {order}
 
 
 async def test_dispute_events_arriving_out_of_order_leave_stripes_newest_status(

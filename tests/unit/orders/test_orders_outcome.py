@@ -238,3 +238,21 @@ def test_a_refund_failing_after_the_order_ended_keeps_its_outcome() -> None:
     assert outcome == c.OrderCancelled(
         order_id=ORDER, cart_id="cart-1", reason=reason_of(failed_later)
     )
+
+
+def test_a_disputed_order_answers_with_how_it_ended_before_the_dispute() -> None:
+    ended = play(started(package_line(1)), RESERVED, JOB, CAPTURED, provisioned())
+    dispute = c.PaymentDisputed(
+        order_id=ORDER,
+        dispute_id="dp_1",
+        status="needs_response",
+        amount=1,
+        currency="eur",
+        reason="fraudulent",
+    )
+    disputed = react(ended.state, dispute, now=NOW, timing=TIMING)
+    assert disputed.state.status is OrderStatus.DISPUTED
+
+    outcome = outcome_of(disputed.state, reason="payment disputed")
+
+    assert outcome == the_announcement(ended)

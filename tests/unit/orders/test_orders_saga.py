@@ -841,3 +841,59 @@ def test_refund_actions_are_refused_unless_a_refund_failed() -> None:
     state = refunding_order()
     assert retry_refund(state, reason="x", now=NOW, timing=TIMING) is None
     assert record_refund_elsewhere(state, reason="x") is None
+
+
+# --- disputes ----------------------------------------------------------------------------------
+
+
+def disputed(status: str) -> c.PaymentDisputed:
+    return c.PaymentDisputed(
+        order_id="order-1",
+        dispute_id="dp_1",
+        status=status,
+        amount=3000,
+        currency="eur",
+        reason="fraudulent",
+    )
+
+
+def completed_card_order() -> SagaState:
+    delivered = c.OrderProvisionedV2(
+        order_id="order-1",
+        job_id="job-1",
+        results=(
+            c.ItemResultV2(
+                line_no=1, item_id="item-1", status="delivered", units=2, units_failed=0
+            ),
+        ),
+    )
+    state, _ = run(provisioning_card_order(), delivered)
+    assert state.status is OrderStatus.COMPLETED
+    return state
+
+
+def test_a_dispute_of_an_ended_order_shows_on_it_and_a_won_one_gives_its_status_back() -> None:
+    # Before: charge.dispute.* events were stored and dropped; the order said completed.
+    state, sent = run(completed_card_order(), disputed("needs_response"))
+    assert sent == [] and state.status is OrderStatus.DISPUTED and state.dispute == "needs_response"
+    state, _ = run(state, disputed("under_review"))
+    assert state.status is OrderStatus.DISPUTED
+    decision = react(state, disputed("won"), now=NOW, timing=TIMING)
+    assert decision.state.status is OrderStatus.COMPLETED
+    assert decision.changes == (
+        (OrderStatus.COMPLETED, "payment disputed (fraudulent): won, 3000 EUR"),
+    )
+
+
+def test_a_lost_dispute_leaves_the_order_disputed() -> None:
+    state, _ = run(completed_card_order(), disputed("needs_response"), disputed("lost"))
+    assert state.status is OrderStatus.DISPUTED and state.dispute == "lost"
+
+
+def test_a_dispute_during_the_saga_is_recorded_and_the_saga_goes_on() -> None:
+    decision = react(provisioning_card_order(), disputed("needs_response"), now=NOW, timing=TIMING)
+    assert decision.send == () and decision.state.status is OrderStatus.PROVISIONING
+    assert decision.changes == (
+        (OrderStatus.PROVISIONING, "payment disputed (fraudulent): needs_response, 3000 EUR"),
+    )
+    assert decision.state.step is Step.PROVISIONING

@@ -1,4 +1,4 @@
-"""orders may be refund_failed or payment_processing
+"""orders may be payment_processing, refund_failed or disputed
 
 Revision ID: b7e2d41c9a10
 Revises: 325b17a8213b
@@ -18,7 +18,7 @@ BEFORE = (
     'pending', 'awaiting_payment', 'paid', 'provisioning', 'completed', 'partially_completed',
     'compensating', 'cancelled', 'refunded',
 )
-AFTER = (*BEFORE, 'payment_processing', 'refund_failed')
+AFTER = (*BEFORE, 'payment_processing', 'refund_failed', 'disputed')
 
 
 def _check(statuses: tuple[str, ...]) -> str:
