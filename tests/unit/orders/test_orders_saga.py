@@ -594,6 +594,19 @@ def provisioning_card_order() -> SagaState:
     return state
 
 
+def all_delivered() -> c.OrderProvisionedV2:
+    """Provisioning's results for the card order: its one line, both units delivered."""
+    return c.OrderProvisionedV2(
+        order_id="order-1",
+        job_id="job-1",
+        results=(
+            c.ItemResultV2(
+                line_no=1, item_id="item-1", status="delivered", units=2, units_failed=0
+            ),
+        ),
+    )
+
+
 def past_deadlines(state: SagaState, count: int) -> tuple[SagaState, list[Contract], list[str]]:
     """Lets `count` deadlines pass with no reply at all; what was sent and the reasons recorded."""
     sent: list[Contract] = []
@@ -625,16 +638,7 @@ def test_provisioning_silent_past_its_last_deadline_is_fenced_and_nothing_is_ref
 
 def test_a_fenced_job_that_had_delivered_answers_its_results_and_nothing_is_refunded() -> None:
     state, _, _ = past_deadlines(provisioning_card_order(), TIMING.max_attempts)
-    delivered = c.OrderProvisionedV2(
-        order_id="order-1",
-        job_id="job-1",
-        results=(
-            c.ItemResultV2(
-                line_no=1, item_id="item-1", status="delivered", units=2, units_failed=0
-            ),
-        ),
-    )
-    state, sent = run(state, delivered)
+    state, sent = run(state, all_delivered())
     assert types(sent) == ["OrderCompleted"]
     assert state.status is OrderStatus.COMPLETED and state.refund_money == 0
 
@@ -858,16 +862,7 @@ def disputed(status: str) -> c.PaymentDisputed:
 
 
 def completed_card_order() -> SagaState:
-    delivered = c.OrderProvisionedV2(
-        order_id="order-1",
-        job_id="job-1",
-        results=(
-            c.ItemResultV2(
-                line_no=1, item_id="item-1", status="delivered", units=2, units_failed=0
-            ),
-        ),
-    )
-    state, _ = run(provisioning_card_order(), delivered)
+    state, _ = run(provisioning_card_order(), all_delivered())
     assert state.status is OrderStatus.COMPLETED
     return state
 
