@@ -20,9 +20,7 @@ from services.payments.domain import (
     REFUND_HOLDS_MONEY,
     InquiryRefused,
     InsufficientCredits,
-    PaymentNotRefundable,
     PaymentWindowPassed,
-    RefundExceedsPayment,
     RefundKeyReused,
     RefundStatus,
     SessionStatus,
@@ -310,10 +308,15 @@ async def handle_refund_payment(
 async def _refund_at_stripe(
     ctx: MessageContext, msg: RefundPayment, paid: PaymentSession | None, *, gateway: StripeGateway
 ) -> Refund:
+    # Our own refusals are answered as Stripe's are (RefundFailed, a `rejected` row), never
+    # dead-lettered: else the saga resends at each refunding deadline and the order never says
+    # why. No amount was held for them, so none is released.
     if paid is None or paid.status != "complete" or paid.payment_intent_id is None:
-        raise PaymentNotRefundable(f"order {msg.order_id} has no completed Stripe payment")
+        return await _stored_refund(ctx, msg, None, "rejected", "no_completed_payment", held=False)
     if not await repository.hold_refund_amount(ctx.db, order_id=msg.order_id, amount=msg.amount):
-        raise RefundExceedsPayment(order_id=msg.order_id, requested=msg.amount)
+        left = await repository.amount_left_to_refund(ctx.db, msg.order_id)
+        exceeds = f"exceeds_remaining: {msg.amount} requested, {left} left of the payment"
+        return await _stored_refund(ctx, msg, None, "rejected", exceeds, held=False)
     try:
         made = await gateway.create_refund(
             order_id=msg.order_id,
@@ -342,8 +345,11 @@ async def _stored_refund(
     stripe_refund_id: str | None,
     status: RefundStatus,
     failure: str | None,
+    *,
+    held: bool = True,
 ) -> Refund:
-    if status not in REFUND_HOLDS_MONEY:  # pays nothing out: a retry under a new key fits
+    """Stores the refund's outcome; `held`: its amount was counted against the payment."""
+    if held and status not in REFUND_HOLDS_MONEY:  # pays nothing out: a retry under a new key fits
         await repository.release_refund_amount(ctx.db, order_id=msg.order_id, amount=msg.amount)
     return await repository.add_refund(
         ctx.db,

@@ -201,6 +201,14 @@ async def hold_refund_amount(db: AsyncSession, *, order_id: str, amount: int) ->
     return bool((await db.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def amount_left_to_refund(db: AsyncSession, order_id: str) -> int:
+    """What the order's payment can still give back, as committed (not a loaded row's view)."""
+    stmt = select(PaymentSession.amount_total - PaymentSession.amount_refunded).where(
+        PaymentSession.order_id == order_id
+    )
+    return int((await db.execute(stmt)).scalar_one())
+
+
 async def release_refund_amount(db: AsyncSession, *, order_id: str, amount: int) -> None:
     """Gives back what hold_refund_amount counted for a refund that pays nothing out."""
     await db.execute(

@@ -13,7 +13,7 @@ import httpx
 from devstack.stack import Stack
 from shared.bus import RabbitBus
 from shared.messages import Envelope
-from shared.messages.contracts import RefundPayment
+from shared.messages.contracts import RefundFailed, RefundPayment
 from tests.support.stack import (
     TERMINAL,
     Shopper,
@@ -149,19 +149,41 @@ async def test_concurrent_refunds_of_one_order_never_exceed_the_payment(
         )
     )
 
-    async def one_dead_lettered() -> bool:
-        letters = await bus.dead_letters("payments")
-        return any(order_id in letter.body.decode() for letter in letters)
+    async def two_refunded_one_refused() -> bool:
+        found = await rows(
+            stack,
+            "payments",
+            "SELECT amount, status FROM refunds WHERE order_id = :o ORDER BY status",
+            o=order_id,
+        )
+        statuses = [(r["amount"], r["status"]) for r in found]
+        return statuses == [(600, "rejected"), (600, "succeeded"), (600, "succeeded")]
 
-    await eventually(one_dead_lettered, within=30)
-    await eventually(
-        lambda: refunds_are(stack, order_id, [(600, "succeeded"), (600, "succeeded")]),
-        within=20,
+    await eventually(two_refunded_one_refused, within=30)
+    # The one that does not fit is answered (RefundFailed, rejected, with what is left), not
+    # dead-lettered: a dead letter left the saga resending it at its deadline.
+    [failed] = await rows(
+        stack,
+        "payments",
+        "SELECT body FROM outbox WHERE message_type = :t AND correlation_id = :o",
+        t=RefundFailed.TYPE,
+        o=order_id,
     )
-    [letter] = [x for x in await bus.dead_letters("payments") if order_id in x.body.decode()]
-    assert letter.message_type == RefundPayment.TYPE
-    # A refusal that can never succeed is dead-lettered at once, with the domain's reason.
-    assert letter.reason.startswith(f"RefundExceedsPayment: refund of 600 for order {order_id}")
+    answer = Envelope.model_validate_json(failed["body"]).payload
+    assert (answer["amount"], answer["status"]) == (600, "rejected")
+    assert answer["reason"] == "exceeds_remaining: 600 requested, 300 left of the payment"
+    [refused] = await rows(
+        stack,
+        "payments",
+        "SELECT refund_key, failure_reason FROM refunds WHERE order_id = :o AND status = :s",
+        o=order_id,
+        s="rejected",
+    )
+    assert (refused["refund_key"], refused["failure_reason"]) == (
+        answer["refund_key"],
+        answer["reason"],
+    )
+    assert not [x for x in await bus.dead_letters("payments") if order_id in x.body.decode()]
     [session] = await session_rows(stack, order_id)
     assert session["amount_refunded"] == 1200 <= session["amount_total"]
     assert await replies(stack, order_id) == 2

@@ -5,13 +5,11 @@ Nothing is announced about them: the saga never asked for them."""
 
 from __future__ import annotations
 
-import pytest
-
-from services.payments.domain import RefundExceedsPayment
 from tests.support.payments import (
     forward,
     paid_order,
     reconcile_refunds,
+    refund_failed,
     refund_outcomes,
     refund_payment,
     refunded,
@@ -44,18 +42,21 @@ async def test_a_dashboard_refund_caps_what_the_saga_may_refund_after_it(
     outside = await refunded_outside(stripe_sim, intent, 1000)
     await forward(payments_on_sim, await webhooks_of(stripe_sim, "refund.created", outside))
 
-    with pytest.raises(RefundExceedsPayment):
-        # The rest and one more: refused here, before Stripe is asked.
-        await payments_on_sim.deliver(
-            refund_payment(order, 2000, "rest-and-one"), correlation_id=order
-        )
+    # The rest and one more: refused here, before Stripe is asked, and answered.
+    await payments_on_sim.deliver(refund_payment(order, 2000, "rest-and-one"), correlation_id=order)
     await payments_on_sim.deliver(refund_payment(order, 1999, "rest"), correlation_id=order)
 
     row = await stored_refund(payments_on_sim, order, f"external:{outside}")
     assert (row.stripe_refund_id, row.amount, row.status) == (outside, 1000, "pending")
     assert row.trace_id == order
+    refused = await stored_refund(payments_on_sim, order, "rest-and-one")
+    assert (refused.stripe_refund_id, refused.status) == (None, "rejected")
     # Before: the Dashboard refund was only logged, Stripe was asked for 2000 and refused it.
-    assert await refund_outcomes(payments_on_sim, order) == [refunded(order, 1999, "rest")]
+    exceeds = "exceeds_remaining: 2000 requested, 1999 left of the payment"
+    assert await refund_outcomes(payments_on_sim, order) == [
+        refund_failed(order, 2000, exceeds, key="rest-and-one", status="rejected"),
+        refunded(order, 1999, "rest"),
+    ]
     assert refunds_made_at_stripe(stripe_sim, intent) == [1000, 1999]
     assert (await stored_session(payments_on_sim, order)).amount_refunded == 2999
 

@@ -9,10 +9,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.payments.domain import PaymentNotRefundable, RefundExceedsPayment, RefundKeyReused
+from services.payments.domain import RefundKeyReused
 from services.payments.models import PaymentSession, Refund, StripeEvent
 from shared.messages.contracts import PaymentRefunded, RefundPayment
-from tests.support.payments import forward, paid_order, send_create
+from tests.support.payments import (
+    forward,
+    paid_order,
+    refund_failed,
+    refund_outcomes,
+    refunded,
+    send_create,
+)
 from tests.support.rig import ServiceRig
 from tests.support.stripe_sim import Sim, sent_events, webhooks_of
 
@@ -110,11 +117,22 @@ async def test_refunds_of_one_order_never_exceed_what_was_paid(
     order, _, intent = await paid_order(payments_on_sim, stripe_sim)  # 2999 paid
     await payments_on_sim.deliver(refund_command(order, 2000, key="a"), correlation_id=order)
 
-    with pytest.raises(RefundExceedsPayment):
+    # Refused here, before Stripe is asked, and answered (not dead-lettered); a repeat gets the
+    # same answer from the stored row.
+    for _ in range(2):
         await payments_on_sim.deliver(refund_command(order, 1000, key="b"), correlation_id=order)
     await payments_on_sim.deliver(refund_command(order, 999, key="c"), correlation_id=order)
 
-    assert [r.amount for r in await refunds_of(payments_on_sim, order)] == [2000, 999]
+    exceeds = "exceeds_remaining: 1000 requested, 999 left of the payment"
+    refused = refund_failed(order, 1000, exceeds, key="b", status="rejected")
+    assert await refund_outcomes(payments_on_sim, order) == [
+        refunded(order, 2000, "a"),
+        refused,
+        refused,
+        refunded(order, 999, "c"),
+    ]
+    rows = [(r.refund_key, r.amount, r.status) for r in await refunds_of(payments_on_sim, order)]
+    assert rows == [("a", 2000, "pending"), ("b", 1000, "rejected"), ("c", 999, "pending")]
     assert await amount_refunded(payments_on_sim, order) == 2999
     # The refused one never reached Stripe.
     assert sorted(r["amount"] for r in refunds_created_at_stripe(stripe_sim, intent)) == [999, 2000]
@@ -124,11 +142,15 @@ async def test_an_order_without_a_completed_payment_has_nothing_to_refund(
     payments_on_sim: ServiceRig,
 ) -> None:
     unpaid = str(uuid.uuid4())
+    unknown = str(uuid.uuid4())
     await send_create(payments_on_sim, unpaid)
 
-    with pytest.raises(PaymentNotRefundable):
-        await payments_on_sim.deliver(refund_command(unpaid, 100), correlation_id=unpaid)
-    with pytest.raises(PaymentNotRefundable):
-        await payments_on_sim.deliver(refund_command(str(uuid.uuid4()), 100), correlation_id=unpaid)
+    for order in (unpaid, unknown):
+        await payments_on_sim.deliver(refund_command(order, 100), correlation_id=order)
 
-    assert await payments_on_sim.emitted(PaymentRefunded.TYPE) == []
+        refused = refund_failed(order, 100, "no_completed_payment", status="rejected")
+        assert await refund_outcomes(payments_on_sim, order) == [refused]
+        [row] = await refunds_of(payments_on_sim, order)
+        assert (row.stripe_refund_id, row.status) == (None, "rejected")
+    assert (await payments_on_sim.emitted(PaymentRefunded.TYPE)) == []
+    assert await amount_refunded(payments_on_sim, unpaid) == 0
