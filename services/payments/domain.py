@@ -83,21 +83,6 @@ class RefundExceedsCapture(PermanentError):
         self.requested = requested
 
 
-class RefundExceedsPayment(PermanentError):
-    """More money to refund than the order paid minus what was refunded already."""
-
-    def __init__(self, *, order_id: str, requested: int) -> None:
-        super().__init__(
-            f"refund of {requested} for order {order_id} exceeds its payment not yet refunded"
-        )
-        self.order_id = order_id
-        self.requested = requested
-
-
-class PaymentNotRefundable(PermanentError):
-    """No completed Stripe payment to refund for the order (the saga never asks for that)."""
-
-
 class RefundKeyReused(PermanentError):
     """One refund key of an order was sent again with a different amount."""
 
