@@ -63,6 +63,16 @@ def types(messages: list[Contract] | tuple[Contract, ...]) -> list[str]:
     return [type(m).__name__ for m in messages]
 
 
+def paid(amount: int, currency: str = "eur") -> c.PaymentSucceeded:
+    return c.PaymentSucceeded(
+        order_id="order-1",
+        session_id="cs_1",
+        payment_intent_id="pi_1",
+        amount=amount,
+        currency=currency,
+    )
+
+
 def test_credit_only_checkout_reserves_creates_job_captures_provisions_and_completes() -> None:
     first = start(checkout(line(1, paid_with="credits")), now=NOW, timing=TIMING)
     assert types(first.send) == ["ReserveCredits"]
@@ -109,13 +119,7 @@ def test_card_checkout_skips_credits_and_waits_for_payment() -> None:
 
     state, sent = run(
         state,
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi_1",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
     )
     assert types(sent) == ["ProvisionOrder"]
     assert state.status is OrderStatus.PROVISIONING
@@ -138,13 +142,7 @@ def test_mixed_checkout_pays_only_money_lines_by_card_then_captures_credits() ->
     assert [(p.name, p.quantity, p.unit_amount) for p in session.lines] == [("Item 2", 2, 1500)]
     state, sent = run(
         state,
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi_1",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
     )
     assert types(sent) == ["CaptureCredits"]
     assert state.status is OrderStatus.PAID
@@ -242,13 +240,7 @@ def test_partial_provisioning_refunds_exactly_the_failed_lines_then_is_partially
         c.CreditsReserved(order_id="order-1", credits=480),
         c.JobCreated(order_id="order-1", job_id="job-1"),
         c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
         c.CreditsCaptured(order_id="order-1", credits=480),
         c.OrderProvisioned(
             order_id="order-1",
@@ -291,13 +283,7 @@ def test_when_every_item_fails_everything_is_refunded_and_the_order_is_refunded(
     state, sent = run(
         first.state,
         c.JobCreated(order_id="order-1", job_id="job-1"),
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
         c.ProvisioningFailed(order_id="order-1", reason="job_cancelled"),
     )
     assert next(m for m in sent if isinstance(m, c.RefundPayment)).amount == 3000
@@ -315,13 +301,7 @@ def test_every_status_the_order_passes_through_is_recorded_in_order() -> None:
     for reply in (
         c.JobCreated(order_id="order-1", job_id="job-1"),
         c.PaymentSessionCreated(order_id="order-1", session_id="cs_1", url="u", expires_at=NOW),
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
         c.OrderProvisioned(
             order_id="order-1",
             job_id="job-1",
@@ -398,13 +378,7 @@ def test_cancel_after_payment_is_refused() -> None:
     state, _ = run(
         first.state,
         c.JobCreated(order_id="order-1", job_id="job-1"),
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi",
-            amount=3000,
-            currency="EUR",
-        ),
+        paid(3000, "EUR"),
     )
     assert cancel(state, reason="x", now=NOW, timing=TIMING) is None
 
@@ -419,16 +393,14 @@ def test_a_payment_that_arrives_after_cancellation_is_refunded_never_lost() -> N
         c.JobCancelled(order_id="order-1"),
     )
     assert state.status is OrderStatus.CANCELLED
-    paid = c.PaymentSucceeded(
-        order_id="order-1", session_id="cs_1", payment_intent_id="pi", amount=3000, currency="EUR"
-    )
-    state, sent = run(state, paid)
+    late = paid(3000, "EUR")
+    state, sent = run(state, late)
     assert sent == [
         c.RefundPayment(
             order_id="order-1", refund_key="late-payment", amount=3000, reason=sent[0].reason
         )
     ]  # type: ignore[attr-defined]
-    _, resent = run(state, paid)  # the same payment reported twice is refunded once
+    _, resent = run(state, late)  # the same payment reported twice is refunded once
     assert resent == []
     state, sent = run(
         state, c.PaymentRefunded(order_id="order-1", refund_key="late-payment", amount=3000)
@@ -442,13 +414,7 @@ def test_a_server_plan_with_one_of_three_servers_failed_refunds_exactly_one_serv
     state, sent = run(
         first.state,
         c.JobCreated(order_id="order-1", job_id="job-1"),
-        c.PaymentSucceeded(
-            order_id="order-1",
-            session_id="cs_1",
-            payment_intent_id="pi",
-            amount=4500,
-            currency="EUR",
-        ),
+        paid(4500, "EUR"),
         c.OrderProvisionedV2(
             order_id="order-1",
             job_id="job-1",
@@ -482,16 +448,6 @@ def test_a_saga_row_stored_with_version_1_results_still_loads() -> None:
     loaded = SagaState.model_validate_json(json.dumps(stored))
 
     assert [(r.status, r.units, r.units_failed) for r in loaded.results] == [("failed", 1, 1)]
-
-
-def paid(amount: int, currency: str = "eur") -> c.PaymentSucceeded:
-    return c.PaymentSucceeded(
-        order_id="order-1",
-        session_id="cs_1",
-        payment_intent_id="pi_1",
-        amount=amount,
-        currency=currency,
-    )
 
 
 def test_a_payment_for_less_than_the_order_never_provisions_and_is_refunded_with_its_reason() -> (
