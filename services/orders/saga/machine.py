@@ -81,15 +81,11 @@ def retry_refund(
         refund_failed=None,
         awaiting=(c.PaymentRefunded.TYPE,),
     )
-    refund = c.RefundPayment(
-        order_id=state.order_id,
-        refund_key=retrying.refund_key or "",
-        amount=state.refund_money,
-        reason=state.refund_reason or "refund",
-    )
     return Decision(
         _goto(retrying, Step.REFUNDING, now, timing),
-        (refund,),
+        # Only the money refund is owed again (a credits refund went through): the very
+        # RefundPayment the refunding deadline re-sends, under the new key.
+        _owed(retrying),
         changes=((state.status, f"refund retried by an operator: {reason}"),),
     )
 
