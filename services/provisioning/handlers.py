@@ -52,9 +52,7 @@ async def handle_provision_order(
         # fails, the redelivered command calls it again with the same Idempotency-Key and gets
         # the same server back; no item is delivered twice.
         job = await _provision_job(job, provisioners, ProvisionContext(ctx, now=_now()))
-    await ctx.emit(
-        c.OrderProvisionedV2(order_id=msg.order_id, job_id=str(job.id), results=_results_of(job))
-    )
+    await ctx.emit(_provisioned(job))
 
 
 async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
@@ -68,11 +66,7 @@ async def handle_cancel_job(ctx: MessageContext, msg: c.CancelJob) -> None:
     answer = "cancelled" if job is None else domain.cancel_answer(job.status)
     if job is not None and answer == "results":
         log.info("CancelJob for run job of order %s: answering its results", msg.order_id)
-        await ctx.emit(
-            c.OrderProvisionedV2(
-                order_id=msg.order_id, job_id=str(job.id), results=_results_of(job)
-            )
-        )
+        await ctx.emit(_provisioned(job))
         return
     if answer == "cancel":
         await repository.cancel_job(ctx.db, order_id=msg.order_id, reason=msg.reason, now=_now())
@@ -133,6 +127,11 @@ def _to_provision(job: StoredJob, item: StoredItem) -> ItemToProvision:
         quantity=item.quantity,
         units_per_item=item.units_per_item,
     )
+
+
+def _provisioned(job: StoredJob) -> c.OrderProvisionedV2:
+    """What the job delivered, the answer to ProvisionOrder and to a too-late CancelJob."""
+    return c.OrderProvisionedV2(order_id=job.order_id, job_id=str(job.id), results=_results_of(job))
 
 
 def _results_of(job: StoredJob) -> tuple[c.ItemResultV2, ...]:
